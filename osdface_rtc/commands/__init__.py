@@ -1,0 +1,1 @@
+"""Subcommands of the ``osdface-rtc`` CLI (one module each, see ``osdface_rtc.cli``)."""

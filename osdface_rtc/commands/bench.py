@@ -1,0 +1,7 @@
+"""`osdface-rtc bench` (placeholder until its module lands)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="(not available yet)")
+    p.set_defaults(func=lambda args: print("osdface-rtc bench is not available yet") or 2)

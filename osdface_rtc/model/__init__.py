@@ -1,0 +1,1 @@
+"""The one-step restorer (OSDFace formulation) and its loaders."""

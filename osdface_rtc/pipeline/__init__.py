@@ -1,0 +1,1 @@
+"""Frame-in/frame-out face pipeline: detect -> smooth -> align -> restore -> blend."""
