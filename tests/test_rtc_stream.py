@@ -1,0 +1,107 @@
+"""An aiortc peer streams a shared clip through the real server over loopback WebRTC."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osdface_rtc.pipeline.enhancer import FaceEnhancer
+from osdface_rtc.rtc import frameid
+from osdface_rtc.rtc.bench import PeerClient, summarize
+from osdface_rtc.rtc.metrics import parse_prometheus
+from osdface_rtc.rtc.server import ServerConfig
+from rtc_util import StripeRestorer, clip_path, clip_track, running_server, wait_until, yuv_to_rgb
+
+SIZE = (640, 480)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    if clip_path() is None:
+        pytest.skip("shared clip d9.mp4 not found (set OSDFACE_RTC_DATA)")
+    return clip_path()
+
+
+async def test_returned_frames_are_enhanced_where_the_pipeline_says(clip):
+    """Face regions change like a local run of the same pipeline; the rest stays as sent."""
+    cfg = ServerConfig(port=0, budget_ms=400)  # generous: compare on-time restorations
+    async with running_server(cfg, StripeRestorer()) as (base, server):
+        track, frames = clip_track(SIZE, fps=20, max_frames=90)
+        client = PeerClient(base)
+        keep = {i for i in range(30, 200, 7)}  # after ramp-up, spread over the call
+        result = await client.stream(track, duration_s=5.0, keep=lambda i: i in keep)
+        stats = result.stats
+    assert len(result.frames) >= 5, f"only {len(result.frames)} kept frames came back"
+    assert stats and stats[-1]["faces"] >= 1 and stats[-1]["fps_out"] > 5
+
+    local = FaceEnhancer(restorer=StripeRestorer(), detector="auto")
+    pw, ph = frameid.pattern_box(SIZE[1])
+    checked = 0
+    for fid, got in sorted(result.frames.items()):
+        sent = yuv_to_rgb(frames[fid % len(frames)])
+        frameid.stamp_rgb(sent, fid)
+        expected = local.process(sent).astype(np.float32)
+        local.reset()
+        sent_f, got_f = sent.astype(np.float32), got.astype(np.float32)
+        change = np.abs(expected - sent_f).mean(-1)
+        if (change > 12).sum() < 500:  # no face found locally in this frame
+            continue
+        mask = change > 12
+        outside = change < 0.5
+        outside[: ph + 8, : pw + 8] = False  # the id pattern
+        d_got = got_f - sent_f
+        inside_err = np.abs(d_got).mean(-1)[mask].mean()
+        outside_err = np.abs(d_got).mean(-1)[outside].mean()
+        corr = np.corrcoef(d_got[mask].ravel(), (expected - sent_f)[mask].ravel())[0, 1]
+        assert outside_err < 6.0, (fid, outside_err)  # codec noise only
+        assert inside_err > 3 * outside_err, (fid, inside_err, outside_err)
+        assert corr > 0.5, (fid, corr)  # the change is the pipeline's change
+        checked += 1
+    local.close()
+    assert checked >= 4
+
+
+async def test_latency_stays_bounded_with_a_slow_restorer(clip):
+    """200 ms per restore call, 25 ms budget: no growing delay over 10 s, fallbacks counted."""
+    cfg = ServerConfig(port=0, budget_ms=25)
+    async with running_server(cfg, StripeRestorer(delay_s=0.2)) as (base, server):
+        track, _ = clip_track((480, 360), fps=30, max_frames=60)
+        result = await PeerClient(base).stream(track, duration_s=11.0)
+        metrics = parse_prometheus(server.metrics.render())
+    s = summarize(result, warmup_s=1.0)
+    print(s)
+    first, _, last = s["latency_p50_by_third_ms"]
+    assert last - first < 60, s  # not growing
+    assert s["latency_ms"]["p95"] < 600, s
+    assert s["fps_out"] >= 15, s  # the stream never waits for the model
+    assert s["frames_matched"] >= 0.7 * s["frames_sent"], s
+    fallbacks = sum(v for k, v in metrics.items() if k.startswith("osdface_fallbacks_total"))
+    assert fallbacks >= 100, metrics
+    assert any(k.startswith("osdface_stage_seconds_bucket{") and 'stage="restore"' in k for k in metrics)
+    assert result.stats[-1]["fallbacks"] >= 100
+    assert result.stats[-1]["fallback_cached"] > result.stats[-1]["enhanced"]
+
+
+async def test_two_sessions_share_one_restorer(clip):
+    """Two calls at once: one restorer object and worker thread, one FaceEnhancer each."""
+    import asyncio
+
+    from osdface_rtc.rtc.track import restore_worker_for
+
+    restorer = StripeRestorer(delay_s=0.04)
+    async with running_server(ServerConfig(port=0, budget_ms=25), restorer) as (base, server):
+        runs = []
+        for _ in range(2):
+            track, _ = clip_track((480, 360), fps=30, max_frames=45)
+            runs.append(PeerClient(base).stream(track, duration_s=5.0))
+        both = asyncio.ensure_future(asyncio.gather(*runs))
+        assert await wait_until(lambda: len(server.sessions) == 2, 15)
+        sessions = list(server.sessions.values())
+        assert sessions[0].enhancer is not sessions[1].enhancer  # one FaceEnhancer (tracker) each
+        assert all(s.enhancer.restorer is restorer for s in sessions)  # one shared restorer
+        results = await both
+    for r in results:
+        s = summarize(r, warmup_s=1.0)
+        assert s["frames_matched"] > 40, s
+        assert r.stats and r.stats[-1]["faces"] >= 1
+    worker = restore_worker_for(restorer)
+    assert restorer.calls == worker.calls and worker.calls > 10  # every call went through one worker
