@@ -90,12 +90,16 @@ def paste_faces(
             continue
         x0, y0, x1, y1 = roi
         delta = crop_residual(restored.crops[i], original.crops[i], c.color_sigma * s if c.color_fix else None)
+        delta *= mask[..., None] * strength  # feathered in crop space: zero at the crop edge
+        # The change is split into its positive and negative parts as uint8, so the warp and
+        # the add/subtract over the (large) frame ROI are cheap saturating uint8 operations.
+        pos = np.clip(delta + 0.5, 0, 255).astype(np.uint8)
+        neg = np.clip(0.5 - delta, 0, 255).astype(np.uint8)
         # Crop -> ROI warp: frame coordinates shifted by the ROI origin.
         shifted = affine.copy()
         shifted[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
         size = (x1 - x0, y1 - y0)
-        # Feathered in crop space, then warped: zero outside the crop, no border bleed.
-        change = cv2.warpAffine(delta * mask[..., None], shifted, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        blended = out[y0:y1, x0:x1].astype(np.float32) + strength * change
-        out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        warp = lambda img: cv2.warpAffine(img, shifted, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)  # noqa: E731
+        region = out[y0:y1, x0:x1]
+        region[:] = cv2.subtract(cv2.add(region, warp(pos)), warp(neg))
     return out
