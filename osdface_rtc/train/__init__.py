@@ -1,0 +1,1 @@
+"""Training data for the restorer: video-call degradations (:mod:`.degrade`) and UTKFace loading (:mod:`.data`)."""

@@ -1,0 +1,139 @@
+"""UTKFace faces for training and evaluation, and (LQ, HQ) pair datasets.
+
+- :func:`split_of`: fixed train/val split by a stable hash of the file name (~5 % val).
+- :func:`load_faces`: the 200x200 UTKFace crops of a split resized to ``face_size`` with
+  ``INTER_AREA`` (the live aligner's template is measured on UTKFace, so a resized crop is what
+  the model sees live), cached as ``.cache/utkface_<split>_<size>_<key>.npy``.
+- :class:`PairDataset`: a map-style dataset (works with ``torch.utils.data.DataLoader``) giving
+  ``(lq, hq)`` uint8 pairs, degrading inline or reading a precomputed pool from
+  :func:`osdface_rtc.train.degrade.build_lq_pool`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..paths import faces_dir
+from .degrade import CACHE_DIR, DegradeConfig, degrade
+
+log = logging.getLogger("osdface_rtc")
+
+#: Share of files in the val split.
+VAL_FRACTION = 0.05
+
+
+def split_of(filename: str | Path) -> str:
+    """``"train"`` or ``"val"`` for a face file, from a stable hash of its base name."""
+    digest = hashlib.sha1(Path(filename).name.encode()).digest()
+    return "val" if int.from_bytes(digest[:4], "big") < VAL_FRACTION * 2**32 else "train"
+
+
+def list_faces(split: str, data_dir: Path | str | None = None) -> list[Path]:
+    """Sorted face files of ``split`` ("train", "val" or "all") in ``data_dir``."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    d = Path(data_dir) if data_dir is not None else faces_dir()
+    if not d.is_dir():
+        raise FileNotFoundError(
+            f"face folder {d} not found: set OSDFACE_RTC_DATA (folder with faces/utkface/) "
+            "or pass data_dir"
+        )
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no .jpg/.png faces in {d}")
+    return files if split == "all" else [p for p in files if split_of(p) == split]
+
+
+def read_face(path: Path, face_size: int) -> np.ndarray:
+    """One face file as ``S x S x 3`` uint8 RGB, resized with ``INTER_AREA`` (or cubic if larger)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read image {path}")
+    interp = cv2.INTER_AREA if bgr.shape[0] >= face_size else cv2.INTER_CUBIC
+    if bgr.shape[:2] != (face_size, face_size):
+        bgr = cv2.resize(bgr, (face_size, face_size), interpolation=interp)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def load_faces(
+    split: str,
+    face_size: int,
+    limit: int | None = None,
+    data_dir: Path | str | None = None,
+    cache_dir: Path | str | None = CACHE_DIR,
+) -> np.ndarray:
+    """All faces of ``split`` as ``N x S x S x 3`` uint8 RGB (first ``limit`` in name order).
+
+    The whole split is resized once and cached (key = split, size, folder and its file list);
+    ``limit`` slices the cached array. ``cache_dir=None`` disables the cache.
+    """
+    files = list_faces(split, data_dir)
+    key = hashlib.sha1(
+        ("\n".join(p.name for p in files) + str(files[0].parent.resolve())).encode()
+    ).hexdigest()[:10]
+    path = Path(cache_dir) / f"utkface_{split}_{face_size}_{key}.npy" if cache_dir else None
+    if path is not None and path.exists():
+        faces = np.load(path, mmap_mode="r")
+    elif path is None and limit is not None:
+        return np.stack([read_face(p, face_size) for p in files[:limit]])
+    else:
+        faces = np.stack([read_face(p, face_size) for p in files])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, faces)
+            tmp.replace(path)
+            log.info("cached %d %s faces at %dpx in %s", len(faces), split, face_size, path)
+    return np.ascontiguousarray(faces[:limit] if limit is not None else faces)
+
+
+def laplacian_variance(faces: np.ndarray) -> np.ndarray:
+    """Sharpness per face (variance of the Laplacian of the grey image); filter HQ targets by it."""
+    return np.array([
+        cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in faces
+    ])
+
+
+@dataclass
+class PairDataset:
+    """``(lq, hq)`` uint8 ``S x S x 3`` pairs for training.
+
+    ``pool=None``: each item is degraded inline with ``default_rng([seed, epoch, index])``
+    (call :meth:`set_epoch` every epoch for fresh degradations; deterministic per epoch).
+    ``pool`` (``V x N x S x S x 3`` from ``build_lq_pool``): item ``i`` reads variant
+    ``(i + epoch) % V``, so every epoch shows a different LQ version of each face.
+    ``flip``: mirror both images horizontally with probability 0.5 (same rng).
+    """
+
+    hq: np.ndarray
+    pool: np.ndarray | None = None
+    seed: int = 0
+    cfg: DegradeConfig | None = None
+    flip: bool = True
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pool is not None and self.pool.shape[1:] != self.hq.shape:
+            raise ValueError(f"pool {self.pool.shape} does not match faces {self.hq.shape}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.hq)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        hq = self.hq[i]
+        if self.pool is None:
+            lq = degrade(np.ascontiguousarray(hq), rng, None, self.cfg)
+        else:
+            lq = self.pool[(int(i) + self.epoch) % len(self.pool), i]
+        if self.flip and rng.random() < 0.5:
+            hq, lq = hq[:, ::-1], lq[:, ::-1]
+        return np.ascontiguousarray(lq), np.ascontiguousarray(hq)
