@@ -1,7 +1,137 @@
-"""`osdface-rtc eval` (placeholder until its module lands)."""
+"""`osdface-rtc eval`: quality (face-region PSNR / SSIM / identity) and speed of restorers.
+
+Example::
+
+    osdface-rtc eval --limit 200 --steps 1,2,4 --speed --out runs/eval
+    osdface-rtc eval --model classical --baseline none --limit 50
+"""
 from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("osdface_rtc")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _levels(text: str) -> tuple[str, ...]:
+    from ..train.degrade import LEVELS
+
+    levels = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in levels if v not in LEVELS]
+    if bad or not levels:
+        raise argparse.ArgumentTypeError(f"levels must be from {','.join(LEVELS)}, got {text!r}")
+    return levels
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="(not available yet)")
-    p.set_defaults(func=lambda args: print("osdface-rtc eval is not available yet") or 2)
+    p = sub.add_parser(
+        "eval",
+        help="score restorers on degraded val faces (PSNR/SSIM/identity, speed)",
+        description="Degrade the val faces at fixed video-call levels and score the input, the "
+        "baseline and the model in the face region. Writes eval.json, table.txt and grid.png.",
+    )
+    p.add_argument("--model", default=None,
+                   help="model folder, 'classical', 'identity' or 'osdface:/dir' "
+                        "(default: the shipped models/osdface-rtc-s128)")
+    p.add_argument("--baseline", default="classical",
+                   help="baseline restorer spec, or 'none' (default: classical)")
+    p.add_argument("--limit", type=int, default=200, help="number of val faces (default 200)")
+    p.add_argument("--levels", type=_levels, default="mild,medium,severe",
+                   help="comma-separated degradation levels")
+    p.add_argument("--seed", type=int, default=0, help="degradation seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--steps", type=_ints, default=(1,),
+                   help="IDM iterative steps to evaluate, e.g. 1,2,4 (model restorers only)")
+    p.add_argument("--speed", action="store_true",
+                   help="also time ms/face at batch 1 and 8 (CUDA graphs too where supported)")
+    p.add_argument("--batch-size", type=int, default=16, help="restore batch in the quality loop")
+    p.add_argument("--face-size", type=int, default=128,
+                   help="face size for built-in restorers (trained models bring their own)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="UTKFace folder (default: $OSDFACE_RTC_DATA/faces/utkface)")
+    p.add_argument("--grid-faces", type=int, default=4, help="faces per level in grid.png")
+    p.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..paths import default_model_dir
+    from ..restore import RestorerError
+
+    if args.model is None and not (default_model_dir() / "config.json").exists():
+        print(f"error: no shipped model at {default_model_dir()}; train one "
+              "(osdface-rtc train) or pass --model DIR | classical | osdface:/dir")
+        return 2
+    try:
+        return _evaluate(args)
+    except RestorerError as e:
+        print(f"error: {e}")
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e}")
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate.identity import INSTALL_HINT, load_identity
+    from ..evaluate.report import format_speed, format_table, save_grid, write_json
+    from ..evaluate.runner import EvalConfig, load_methods, run_eval
+    from ..evaluate.speed import graph_variants, measure_speed
+    from ..train.data import load_faces
+
+    cfg = EvalConfig(
+        model=args.model,
+        baseline=None if args.baseline in (None, "", "none") else args.baseline,
+        levels=args.levels,
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        face_size=args.face_size,
+        data_dir=args.data_dir,
+        grid_faces=args.grid_faces,
+        progress=not args.no_progress,
+    )
+    identity = None if args.no_identity else load_identity()
+    if identity is None and not args.no_identity:
+        log.warning(INSTALL_HINT)
+    methods = load_methods(cfg)
+    result = run_eval(cfg, identity, methods)
+    table = format_table(result.rows, identity is not None)
+    print(table)
+
+    speed = []
+    if args.speed:
+        entries = []
+        for m in methods[1:]:
+            if m.steps is None:  # baselines and built-in restorers
+                entries.append((m.label, m.restorer, m.steps, "eager"))
+            else:
+                entries += [(m.label, r, m.steps, accel) for accel, r in
+                            graph_variants(cfg.model, cfg.device, m.steps, m.restorer)]
+        faces = load_faces("val", result.face_size, limit=8, data_dir=cfg.data_dir)
+        speed = measure_speed(entries, faces)
+        print()
+        print(format_speed(speed))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.txt").write_text(table + ("\n\n" + format_speed(speed) if speed else "") + "\n")
+    write_json(args.out / "eval.json", cfg, result, speed, identity is not None)
+    save_grid(args.out / "grid.png", result)
+    print(f"\nwrote {args.out / 'eval.json'}, {args.out / 'table.txt'}, {args.out / 'grid.png'}")
+    return 0
+

@@ -1,0 +1,90 @@
+"""Restorer speed: ms per face at fixed batch sizes, warmed up, median of repeats.
+
+Restorers return host uint8 arrays, so each timed call already includes the device sync and the
+copies in and out. On CUDA a model is timed eager and replaying CUDA graphs (see
+:func:`graph_variants`).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..restore import Restorer, load_restorer
+
+log = logging.getLogger("osdface_rtc")
+
+
+@dataclass
+class SpeedRow:
+    method: str
+    restorer: str
+    device: str
+    steps: int | None
+    accel: str
+    batch: int
+    ms_per_call: float
+    ms_per_face: float
+
+
+def time_restorer(restorer: Restorer, faces: np.ndarray, batch: int, warmup: int = 3,
+                  repeats: int = 10) -> float:
+    """Median wall time (ms) of ``restorer.restore`` on ``batch`` faces."""
+    x = np.ascontiguousarray(np.resize(faces, (batch, *faces.shape[1:])))
+    for _ in range(warmup):
+        restorer.restore(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        restorer.restore(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def device_of(restorer: Restorer) -> str:
+    dev = getattr(restorer, "device", None)
+    return str(dev) if dev is not None else "cpu"
+
+
+def graph_variants(spec: str | None, device: str, steps: int,
+                   loaded: Restorer) -> list[tuple[str, Restorer]]:
+    """``(accel, restorer)`` to time for a loaded model: eager and CUDA graph where possible.
+
+    Trained model folders (``ModelRestorer``) have a per-instance ``use_graph`` switch; the
+    OSDFace release loader takes ``accel="cuda_graph"``. Off CUDA only the eager model is timed.
+    """
+    if getattr(getattr(loaded, "device", None), "type", "cpu") != "cuda":
+        return [("eager", loaded)]
+    if hasattr(loaded, "use_graph"):
+        eager, graph = copy.copy(loaded), copy.copy(loaded)  # share the network and graph cache
+        eager.use_graph, graph.use_graph = False, True
+        return [("eager", eager), ("cuda_graph", graph)]
+    if str(spec).startswith("osdface:"):
+        graph = load_restorer(spec, device=device, steps=steps, accel="cuda_graph")
+        return [("eager", loaded), ("cuda_graph", graph)]
+    log.info("%s has no CUDA-graph switch; timing it as loaded", loaded.name)
+    return [("as loaded", loaded)]
+
+
+def measure_speed(
+    entries: list[tuple[str, Restorer, int | None, str]],
+    faces: np.ndarray,
+    batches: tuple[int, ...] = (1, 8),
+    repeats: int = 10,
+) -> list[SpeedRow]:
+    """Time each ``(label, restorer, steps, accel)`` at every batch size on ``faces``."""
+    rows = []
+    for label, r, steps, accel in entries:
+        for b in batches:
+            try:
+                ms = time_restorer(r, faces, b, repeats=repeats)
+            except Exception as e:  # noqa: BLE001 - e.g. a graph capture failing: report, go on
+                log.warning("timing %s (accel=%s, batch %d) failed: %s", label, accel, b, e)
+                continue
+            if accel == "cuda_graph" and not getattr(r, "use_graph", True):
+                accel = "eager (graph capture failed)"
+            rows.append(SpeedRow(label, r.name, device_of(r), steps, accel, b, ms, ms / b))
+    return rows
