@@ -36,6 +36,15 @@ def clips_dir() -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def clip(clips_dir) -> Path:
+    """d9.mp4, the webcam-at-desk clip the streaming tests send (skips when absent)."""
+    p = clips_dir / "d9.mp4"
+    if not p.is_file():
+        pytest.skip(f"shared clip {p} not found (set OSDFACE_RTC_DATA)")
+    return p
+
+
 def read_rgb(path: Path) -> np.ndarray:
     import cv2
 

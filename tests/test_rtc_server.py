@@ -13,16 +13,9 @@ from osdface_rtc.rtc.bench import PeerClient
 from osdface_rtc.rtc.ice import parse_ice_server, rtc_configuration
 from osdface_rtc.rtc.metrics import parse_prometheus
 from osdface_rtc.rtc.server import ServerConfig
-from rtc_util import StripeRestorer, clip_path, clip_track, running_server, vanish, wait_until
+from rtc_util import StripeRestorer, clip_track, running_server, vanish, wait_until
 
 SIZE = (480, 360)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    if clip_path() is None:
-        pytest.skip("shared clip d9.mp4 not found (set OSDFACE_RTC_DATA)")
-    return clip_path()
 
 
 async def real_offer() -> tuple[RTCPeerConnection, dict]:

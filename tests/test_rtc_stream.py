@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from osdface_rtc.pipeline.enhancer import FaceEnhancer
 from osdface_rtc.rtc import frameid
 from osdface_rtc.rtc.bench import PeerClient, summarize
 from osdface_rtc.rtc.metrics import parse_prometheus
 from osdface_rtc.rtc.server import ServerConfig
-from rtc_util import StripeRestorer, clip_path, clip_track, running_server, wait_until, yuv_to_rgb
+from rtc_util import StripeRestorer, clip_track, running_server, wait_until, yuv_to_rgb
 
 SIZE = (640, 480)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    if clip_path() is None:
-        pytest.skip("shared clip d9.mp4 not found (set OSDFACE_RTC_DATA)")
-    return clip_path()
 
 
 async def test_returned_frames_are_enhanced_where_the_pipeline_says(clip):
