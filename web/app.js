@@ -140,7 +140,8 @@ function stop() {
 function sendConfig() {
   const dc = state.dc;
   if (!dc || dc.readyState !== 'open') return;
-  dc.send(JSON.stringify({ type: 'config', enabled: $('enhance').checked, strength: Number($('strength').value) }));
+  dc.send(JSON.stringify({ type: 'config', enabled: $('enhance').checked, strength: Number($('strength').value),
+    compare: splitPosition() }));
 }
 
 function onMessage(ev) {
@@ -198,6 +199,16 @@ function e2eEstimate() {
 
 const f1 = (v) => (v === undefined || v === null || Number.isNaN(v) ? '–' : Number(v).toFixed(1));
 
+// Freshness in plain words: how often the face is restored and how old the restoration shown is
+// (the time between the frame it was made from and the frame it is shown on).
+function freshnessWords(s) {
+  if (s.age_p50_ms === null || s.age_p50_ms === undefined) return 'face not restored yet';
+  const pct = s.fresh_share === null ? '–' : Math.round(100 * s.fresh_share);
+  return `face restored ${f1(s.restores_per_s)}×/s\n` +
+    `restored face shown is typically ${Math.round(s.age_p50_ms)} ms old (95%: ${Math.round(s.age_p95_ms)} ms); ` +
+    `${pct}% within ${Math.round(s.fresh_ms)} ms`;
+}
+
 function render() {
   const s = state.server, b = state.browser;
   if (!s) { $('stats').textContent = 'waiting for stats…'; return; }
@@ -208,22 +219,35 @@ function render() {
     `fps in ${f1(s.fps_in)}  out ${f1(s.fps_out)}  shown ${f1(b.fpsDecoded)}`,
     `e2e ≈ ${f1(e2eEstimate())} ms  (server ${f1(s.latency_ms)}, rtt ${f1(b.rttMs)})`,
     `stages ms: ${stages || '–'}`,
-    `faces ${s.faces}   fell back ${s.fallbacks} (cached ${s.fallback_cached}, original ${s.fallback_original})`,
-    `enhanced ${s.enhanced}/${s.frames_out}  errors ${s.errors}  skipped ${s.frames_skipped}`,
+    `faces ${s.faces}   ${freshnessWords(s)}`,
+    `frames sent ${s.frames_out}: restored in time ${s.enhanced}, ` +
+      `last restoration moved to the face ${s.fallback_cached}, not restored ${s.fallback_original}`,
+    `errors ${s.errors}  old input frames skipped ${s.frames_skipped}`,
     `${s.width}x${s.height}  ${s.enabled ? 'enhance on' : 'enhance off'}  strength ${Number(s.strength).toFixed(2)}  budget ${s.budget_ms} ms`,
   ].join('\n');
 }
+
+// Split before/after is frame-exact: the server composes it from one frame (left of the
+// divider the frame as the server received it, right of it the same frame enhanced), so the
+// page shows only the returned video with the divider drawn at the same position.
+state.split = 0.5;
+function splitPosition() { return $('view').value === 'split' ? state.split : null; }
 
 function setView() {
   const split = $('view').value === 'split';
   $('stage').className = split ? 'split' : 'side';
   $('divider').hidden = !split;
+  $('enhCaption').textContent = split ? 'before (as the server received it) | after — same frame' : 'Enhanced';
+  sendConfig();
 }
 
+let splitTimer = null;
 function dragSplit(ev) {
-  const rect = $('stage').getBoundingClientRect();
+  const rect = $('remote').getBoundingClientRect();
   const x = Math.min(Math.max((ev.clientX - rect.left) / rect.width, 0.02), 0.98);
+  state.split = Math.round(x * 1000) / 1000;
   $('stage').style.setProperty('--split', (x * 100).toFixed(1) + '%');
+  if (!splitTimer) splitTimer = setTimeout(() => { splitTimer = null; sendConfig(); }, 80);
 }
 
 function init() {
