@@ -10,16 +10,25 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: setup serve test browser bench clean
+.PHONY: setup scale serve test browser bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=70.1"
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
+
+# The `scale` extra (Ray Serve, for the restorer pool and its tests), under constraints/scale.txt
+# (protobuf < 5, which mediapipe 0.10.21 needs). A failed install only skips the pool tests.
+scale: $(VENV)/.scale-installed
+
+$(VENV)/.scale-installed: $(VENV)/.installed constraints/scale.txt
+	$(BIN)/python -m pip install -q -e ".[scale]" -c constraints/scale.txt \
+	  && $(BIN)/python -c "import mediapipe, ray.serve" && touch $@ \
+	  || echo "ray[serve] install failed: the restorer-pool tests will be skipped"
 
 serve: setup
 	$(BIN)/osdface-rtc serve --host $(HOST) --port $(PORT)
@@ -32,7 +41,7 @@ browser:
 	      || echo "chromium install failed: the browser test will be skipped"; \
 	  else echo "no chromium and not root: the browser test will be skipped"; fi; }
 
-test: setup browser
+test: setup scale browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup

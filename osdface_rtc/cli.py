@@ -13,7 +13,7 @@ import sys
 from . import __version__
 
 #: Subcommands in the order they appear in ``--help``.
-COMMANDS = ("enhance", "serve", "bench", "train", "eval")
+COMMANDS = ("enhance", "serve", "restorer-serve", "bench", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"osdface_rtc.commands.{name}")
+        module = importlib.import_module(f"osdface_rtc.commands.{name.replace('-', '_')}")
         module.register(sub)
     return parser
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):
         parser.print_help()

@@ -135,7 +135,7 @@ def test_save_load_roundtrip_bit_exact(net, saved):
         assert torch.equal(load_network(saved)(x), ref)
     faces = batch()
     r1 = ModelRestorer(net, device="cpu").restore(faces)
-    r2 = load_restorer(saved, device="cpu").restore(faces)
+    r2 = load_restorer(saved, device="cpu", runtime="torch").restore(faces)
     np.testing.assert_array_equal(r1, r2)
 
 
@@ -202,7 +202,7 @@ def test_shipped_model_restores_a_real_face(utk_faces):
 
     from osdface_rtc.train.degrade import degrade
 
-    r = load_restorer(None, device="cpu")
+    r = load_restorer(None, device="cpu", runtime="torch")
     assert isinstance(r, ModelRestorer) and r.face_size == 128
     s = r.face_size
     hq = np.stack([cv2.resize(read_rgb(p), (s, s), interpolation=cv2.INTER_AREA) for p in utk_faces[:8]])

@@ -31,17 +31,22 @@ CHROMIUM_FLAGS = [
 
 
 def write_y4m(src: Path, dst: Path, size: tuple[int, int] = (640, 480), seconds: float = 3.0) -> Path:
-    """Convert the start of a clip to a y4m file Chromium can use as its fake camera."""
+    """Convert the start of a clip to a y4m file Chromium can use as its fake camera; every
+    frame carries its id twice: top-left and bottom-right (see :func:`read_split_ids`)."""
     import av
 
+    from osdface_rtc.rtc import frameid
     from osdface_rtc.rtc.bench import fit_frame
 
+    pw, ph = frameid.pattern_box(size[1])
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=30)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         n = 0
         for f in inp.decode(video=0):
             rgb = fit_frame(f.to_ndarray(format="rgb24"), size)
+            frameid.stamp_rgb(rgb, n)
+            frameid.stamp_rgb(rgb, n, x0=size[0] - pw, y0=size[1] - ph)
             vf = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             for pkt in stream.encode(vf):
                 out.mux(pkt)
@@ -51,6 +56,20 @@ def write_y4m(src: Path, dst: Path, size: tuple[int, int] = (640, 480), seconds:
         for pkt in stream.encode():
             out.mux(pkt)
     return dst
+
+
+def read_split_ids(png: bytes, size: tuple[int, int] = (640, 480)) -> tuple[int | None, int | None]:
+    """Frame ids of the left (top-left stamp) and right (bottom-right stamp) side of a
+    screenshot of the displayed video, i.e. of what the user sees on each side of the divider."""
+    import cv2
+    import numpy as np
+
+    from osdface_rtc.rtc import frameid
+
+    gray = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    pw, ph = frameid.pattern_box(size[1])
+    return frameid.read_luma(gray), frameid.read_luma(gray, x0=size[0] - pw, y0=size[1] - ph)
 
 
 def netns_prefix() -> list[str]:
@@ -89,6 +108,14 @@ def test_page_in_headless_chromium(tmp_path, clips_dir):
     for name in ("side.png", "split.png"):
         shot = tmp_path / name
         assert shot.exists() and shot.stat().st_size > 20_000, shot
+    # freshness in words on the overlay, and in the stats
+    assert "face restored" in r["overlay"] and "ms old" in r["overlay"], r["overlay"]
+    assert stats["age_p50_ms"] is not None and stats["restores_per_s"] > 0, stats
+    # split before/after: both sides of the divider show one frame id, in every readable shot
+    pairs = [tuple(p) for p in r["split_ids"] if None not in p]
+    assert len(pairs) >= 8, r["split_ids"]
+    assert all(a == b for a, b in pairs), pairs
+    assert r["server_compare"] == 0.5, r  # (and back to null in side view: waited for in the child)
     print(f"screenshots in {tmp_path}")
 
 
@@ -125,8 +152,19 @@ async def inner(y4m: Path, out: Path) -> dict:
             await asyncio.sleep(2.0)  # let the overlay show browser-side stats too
             await page.screenshot(path=str(out / "side.png"))
             await page.select_option("#view", "split")
-            await asyncio.sleep(0.5)
+            await page.wait_for_function("window.osdface.server && window.osdface.server.compare === 0.5",
+                                         timeout=10_000)
+            result["server_compare"] = await page.evaluate("window.osdface.server.compare")
+            await asyncio.sleep(0.5)  # frames composed by the server reach the page
             await page.screenshot(path=str(out / "split.png"))
+            ids = []
+            for _ in range(12):  # what the user sees left and right of the divider, at once
+                ids.append(read_split_ids(await page.locator("#remote").screenshot()))
+                await asyncio.sleep(0.1)
+            result["split_ids"] = ids
+            await page.select_option("#view", "side")
+            await page.wait_for_function("window.osdface.server && window.osdface.server.compare === null",
+                                         timeout=10_000)
             info = await page.evaluate("""() => {
                 const l = document.getElementById('local'), r = document.getElementById('remote');
                 return {local_frames: l.getVideoPlaybackQuality().totalVideoFrames,

@@ -71,6 +71,15 @@ async def test_latency_stays_bounded_with_a_slow_restorer(clip):
     assert any(k.startswith("osdface_stage_seconds_bucket{") and 'stage="restore"' in k for k in metrics)
     assert result.stats[-1]["fallbacks"] >= 100
     assert result.stats[-1]["fallback_cached"] > result.stats[-1]["enhanced"]
+    # freshness: ~4 restorations/s, each shown for ~200+ ms -> in the stats and in /metrics
+    last = result.stats[-1]
+    assert 1.5 <= last["restores_per_s"] <= 6, last
+    assert last["age_p50_ms"] >= 150 and last["age_p95_ms"] >= last["age_p50_ms"], last
+    assert last["fresh_share"] < 0.2, last
+    assert metrics["osdface_restorations_total"] >= 20, metrics
+    assert metrics["osdface_restoration_age_seconds_count"] >= 100, metrics
+    assert metrics['osdface_restoration_age_seconds_bucket{le="0.1"}'] < 0.2 * metrics[
+        "osdface_restoration_age_seconds_count"]
 
 
 async def test_two_sessions_share_one_restorer(clip):

@@ -113,3 +113,51 @@ def test_cli_config_overrides():
     assert (cfg.out, cfg.batch_size, cfg.disc_start, cfg.steps["main"], cfg.progress) == ("x", 2, 3, 7, False)
     with pytest.raises(ValueError, match="nope"):
         build_config(parser.parse_args(["train", "--set", "nope=1"]))
+
+
+def test_live_pairs_join_training_and_validation(tmp_path, tiny_faces, utk_dir):
+    """With live_photos the training set gains live-path crops and the log live-path val PSNR."""
+    from osdface_rtc.train.data import ConcatPairs
+
+    cfg = tiny_cfg(tmp_path, live_photos=4, live_clips=False, val_count=2, data=str(utk_dir))
+    data = build_data(cfg, *tiny_faces)
+    assert isinstance(data.pairs, ConcatPairs) and len(data.pairs) > len(data.hq)
+    live = data.pairs.parts[-1]
+    assert len(live) >= 4 and live.lq.shape[1:] == (32, 32, 3)
+    assert {"live_x2-vp8-300k", "live_x3-vp8-120k", "live_x4-vp8-80k"} <= set(data.val)
+    vals = Trainer(cfg).validate(data)
+    assert all(np.isfinite(v) for v in vals.values()) and "psnr_live_x3-vp8-120k" in vals
+
+
+def test_gpu_recipe_pack_slim_checkpoints_and_calls(tmp_path, tiny_faces):
+    """The GPU recipe on CPU: a pack tar, a call stopped by --for-minutes, a slim resume --
+    without PyAV or mediapipe (the GPU machine has neither)."""
+    import subprocess
+    import sys
+
+    from osdface_rtc.train.pack import read_pack, write_pack
+
+    hq = tiny_faces[0]
+    lq = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in hq])
+    pack = tmp_path / "pairs.tar"
+    n = write_pack(pack, (lq, hq), {"live_x3-vp8-120k": (lq[:4], hq[:4])}, max_mb=0.06)
+    assert 5 < n < len(hq)  # the budget cut the train pairs
+    (tlq, thq), val = read_pack(pack)
+    assert tlq.shape == (n, 32, 32, 3) and list(val) == ["live_x3-vp8-120k"]
+    run = tmp_path / "run"
+    code = f"""
+import sys
+sys.modules["av"] = None; sys.modules["mediapipe"] = None   # importing either now fails
+from osdface_rtc.cli import main
+args = ["train", "--preset", "tiny", "--pack", {str(pack)!r}, "--out", {str(run)!r}, "--device", "cpu",
+        "--set", "slim_ckpt=true", "--set", 'steps={{"vae": 400, "vre": 4, "main": 6}}']
+assert main(args + ["--for-minutes", "0.05"]) == 0          # stops early, in stage vae
+assert main(args + ["--resume", "--steps-vae", "3"]) == 0   # resumes and finishes
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "time is up at vae" in proc.stderr and "resumed slim" in proc.stderr
+    st = torch.load(run / "ckpt.pt", weights_only=False)
+    assert st["slim"] and "opt" not in st and (st["stage"], st["step"]) == ("main", 6)
+    assert all(v.dtype == torch.bfloat16 for v in st["ema"].values() if v.is_floating_point())
+    assert (run / "model" / "diffusion_pytorch_model.safetensors").is_file()

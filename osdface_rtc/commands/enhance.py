@@ -21,6 +21,8 @@ def register(sub) -> None:
                    help="output file (same kind as the input) or folder (for a folder input)")
     add_enhancer_args(p)
     p.add_argument("--json", type=Path, help="write the run summary as JSON here")
+    p.add_argument("--max-pixels", type=float, default=None,
+                   help="refuse inputs larger than this many pixels per image/frame (default 40e6; 0 = no limit)")
     p.set_defaults(func=run)
 
 
@@ -29,6 +31,8 @@ def add_enhancer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="model folder, 'classical', or 'osdface:/dir' (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                   help="model runtime: auto = OpenVINO on the CPU when installed, else torch")
     p.add_argument("--upscale", type=int, choices=(1, 2), default=1, help="output frame scale")
     p.add_argument("--strength", type=float, default=1.0, help="0 = original face .. 1 = fully restored")
     p.add_argument("--max-faces", type=int, default=8)
@@ -47,15 +51,18 @@ def build_enhancer(args: argparse.Namespace):
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
     kw = {"steps": args.steps} if args.steps != 1 else {}
-    restorer = load_restorer(args.model, device=args.device, **kw)
+    restorer = load_restorer(args.model, device=args.device, runtime=args.runtime, **kw)
     return FaceEnhancer(restorer=restorer, strength=args.strength, upscale=args.upscale,
                         max_faces=args.max_faces, min_face=args.min_face, detector=args.detector)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.media import IMAGE_EXTS, VIDEO_EXTS, kind_of
+    from ..io.atomic import install_signal_cleanup, write_bytes_atomic
+    from ..io.media import IMAGE_EXTS, MAX_PIXELS, VIDEO_EXTS, kind_of
     from .enhance_jobs import enhance_image, enhance_video, plan_jobs
 
+    install_signal_cleanup()  # SIGTERM: partial outputs are removed, nothing half-written stays
+    max_pixels = MAX_PIXELS if args.max_pixels is None else (int(args.max_pixels) or None)
     src, dst = args.input, args.output
     if not src.exists():
         log.error("%s: no such file or folder", src)
@@ -83,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         enhancer.reset()
         try:
             if kind_of(job_in) == "video":
-                stats = enhance_video(enhancer, job_in, job_out, show_progress=True)
+                stats = enhance_video(enhancer, job_in, job_out, show_progress=True, max_pixels=max_pixels)
             else:
-                stats = enhance_image(enhancer, job_in, job_out)
+                stats = enhance_image(enhancer, job_in, job_out, max_pixels=max_pixels)
             results.append({"input": str(job_in), "output": str(job_out), "ok": True, **stats.summary()})
             print(f"{job_in} -> {job_out}\n{stats.format()}")
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop a folder
@@ -95,6 +102,5 @@ def run(args: argparse.Namespace) -> int:
     if len(results) > 1:
         print(f"done: {ok} of {len(results)} files enhanced, {len(results) - ok} failed")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_bytes_atomic(args.json, json.dumps(results, indent=2).encode())
     return 0 if ok else 1

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..io.media import VideoWriter, kind_of, probe_video, read_image, read_video, write_image
+from ..io.atomic import atomic_output
+from ..io.media import MAX_PIXELS, VideoWriter, kind_of, probe_video, read_image, read_video, write_image
 from ..pipeline.enhancer import FaceEnhancer
 from ..pipeline.stats import RunStats
 
@@ -27,9 +28,9 @@ def plan_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     return [(src, dst)]
 
 
-def enhance_image(enhancer: FaceEnhancer, src: Path, dst: Path) -> RunStats:
+def enhance_image(enhancer: FaceEnhancer, src: Path, dst: Path, max_pixels: int | None = MAX_PIXELS) -> RunStats:
     stats = RunStats()
-    img = read_image(src)
+    img = read_image(src, max_pixels)
     out = enhancer.process(img)
     stats.add(enhancer.last_timings, len(enhancer.last_faces))
     stats.errors = enhancer.errors
@@ -37,16 +38,17 @@ def enhance_image(enhancer: FaceEnhancer, src: Path, dst: Path) -> RunStats:
     return stats
 
 
-def enhance_video(enhancer: FaceEnhancer, src: Path, dst: Path, show_progress: bool = True) -> RunStats:
-    """Enhance every frame; the output keeps fps, frame count and audio of the input."""
+def enhance_video(enhancer: FaceEnhancer, src: Path, dst: Path, show_progress: bool = True,
+                  max_pixels: int | None = MAX_PIXELS) -> RunStats:
+    """Enhance every frame; the output keeps fps, frame count and audio of the input. It is
+    written under a temporary name and renamed when complete (removed on error or SIGTERM)."""
     if kind_of(src) != "video":
         raise ValueError(f"{src}: not a video file")
-    info = probe_video(src)
+    info = probe_video(src, max_pixels)
     stats = RunStats()
     up = enhancer.config.upscale
     errors0 = enhancer.errors
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    try:
+    with atomic_output(dst) as tmp:
         with VideoWriter(tmp, info.width * up, info.height * up, info.fps, source=src) as writer:
             bar = tqdm(total=info.frames or None, unit="frame", desc=src.name, disable=not show_progress)
             for i, frame in enumerate(read_video(src)):
@@ -57,8 +59,5 @@ def enhance_video(enhancer: FaceEnhancer, src: Path, dst: Path, show_progress: b
             bar.close()
         if stats.frames == 0:
             raise ValueError(f"{src}: no frames could be decoded")
-        tmp.replace(dst)  # only a complete file takes the output name
-    finally:
-        tmp.unlink(missing_ok=True)
     stats.errors = enhancer.errors - errors0
     return stats

@@ -4,6 +4,8 @@ Example::
 
     osdface-rtc eval --limit 200 --steps 1,2,4 --speed --out runs/eval
     osdface-rtc eval --model classical --baseline none --limit 50
+    osdface-rtc eval --live --limit 100 --out runs/eval-live          # val faces in call-damaged frames
+    osdface-rtc eval --video clip.mp4 --conditions x3-vp8-120k --out runs/eval-clip
 """
 from __future__ import annotations
 
@@ -34,6 +36,20 @@ def _levels(text: str) -> tuple[str, ...]:
     return levels
 
 
+def _conditions(text: str) -> tuple[str, ...]:
+    from ..data.call import parse_damage
+
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    try:
+        for n in names:
+            parse_damage(n)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    if not names:
+        raise argparse.ArgumentTypeError("no call condition given")
+    return names
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
@@ -62,6 +78,17 @@ def register(sub) -> None:
                    help="UTKFace folder (default: $OSDFACE_RTC_DATA/faces/utkface)")
     p.add_argument("--grid-faces", type=int, default=4, help="faces per level in grid.png")
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
+    live = p.add_argument_group(
+        "live path", "score whole frames damaged like a call (downscale + real VP8/H.264 at a "
+        "call bitrate + upscale) through the full detect/align/restore/paste pipeline")
+    live.add_argument("--live", action="store_true",
+                      help="val faces placed in 640x480 webcam frames (--limit of them)")
+    live.add_argument("--video", type=Path, nargs="+", default=[], metavar="CLIP",
+                      help="real clips (face region = the detector's box on the clean frame)")
+    live.add_argument("--conditions", type=_conditions, default=None,
+                      help="comma-separated call conditions x<scale>-<vp8|h264>-<kbps>k "
+                           "(default: x2-vp8-300k,x3-vp8-120k,x4-vp8-80k,x3-h264-150k)")
+    live.add_argument("--max-frames", type=int, default=150, help="frames read from each clip")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -76,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
               "(osdface-rtc train) or pass --model DIR | classical | osdface:/dir")
         return 2
     try:
+        if args.live or args.video:
+            return _evaluate_live(args)
         return _evaluate(args)
     except RestorerError as e:
         print(f"error: {e}")
@@ -135,3 +164,45 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"\nwrote {args.out / 'eval.json'}, {args.out / 'table.txt'}, {args.out / 'grid.png'}")
     return 0
 
+
+
+def _evaluate_live(args: argparse.Namespace) -> int:
+    from ..data.call import DEFAULT_CONDITIONS
+    from ..data.livepairs import read_photo
+    from ..evaluate.identity import INSTALL_HINT, load_identity
+    from ..evaluate.live import LiveEvalConfig, LiveResult, eval_stills, eval_video
+    from ..evaluate.live_report import format_live_table, save_curves, save_live_grid, write_live_json
+    from ..evaluate.runner import EvalConfig, load_methods
+    from ..train.data import list_faces
+
+    for v in args.video:
+        if not v.is_file():
+            print(f"error: no such clip: {v}")
+            return 2
+    cfg = LiveEvalConfig(conditions=args.conditions or DEFAULT_CONDITIONS, limit=args.limit,
+                         max_frames=args.max_frames, seed=args.seed, grid_faces=args.grid_faces,
+                         progress=not args.no_progress)
+    methods = load_methods(EvalConfig(
+        model=args.model, baseline=None if args.baseline in (None, "", "none") else args.baseline,
+        device=args.device, face_size=args.face_size))
+    identity = None if args.no_identity else load_identity()
+    if identity is None and not args.no_identity:
+        log.warning(INSTALL_HINT)
+    result = LiveResult()
+    if args.live:
+        photos = [read_photo(p) for p in list_faces("val", args.data_dir)[: args.limit]]
+        eval_stills(photos, methods, cfg, identity, result)
+    for clip in args.video:
+        eval_video(clip, methods, cfg, identity, result)
+    table = format_live_table(result.rows, identity is not None)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.txt").write_text(table + "\n")
+    names = {m.label: (m.restorer.name if m.restorer else "-") for m in methods}
+    write_live_json(args.out / "eval_live.json", cfg, result, {"methods": names})
+    save_live_grid(args.out / "grid.png", result)
+    wrote = ["eval_live.json", "table.txt", "grid.png"]
+    if save_curves(args.out / "curves.png", result):
+        wrote.append("curves.png")
+    print(f"\nwrote {', '.join(str(args.out / w) for w in wrote)}")
+    return 0

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="model folder, 'classical', 'identity' or 'osdface:/dir' (default: shipped model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                   help="model runtime: auto = OpenVINO on the CPU when installed, else torch")
     p.add_argument("--budget-ms", type=float, default=25.0,
                    help="longest wait for the restorer per frame; late frames get the last restored faces")
     p.add_argument("--max-sessions", type=int, default=4, help="more concurrent calls get HTTP 503")
@@ -41,10 +43,22 @@ def register(sub) -> None:
                    help="CPU threads for the model (default on CPU: 1, so decode/detect/encode keep a core)")
     p.add_argument("--passthrough", action="store_true",
                    help="relay video unchanged (no model; the benchmark's baseline)")
+    p.add_argument("--ice-interfaces", choices=("bind", "all"), default="bind",
+                   help="ICE host candidates: only the bound address (127.0.0.1 on loopback; every "
+                   "interface for 0.0.0.0) or every interface")
     p.add_argument("--ice-loopback", choices=("auto", "add", "only", "off"), default="auto",
-                   help="offer 127.0.0.1 as ICE host candidate (auto: when bound to loopback)")
+                   help="override the host candidates: only/add 127.0.0.1 (auto: follow --ice-interfaces)")
     p.add_argument("--peer-timeout", type=float, default=5.0,
-                   help="seconds without frames or messages before a call is closed")
+                   help="seconds without video frames before a connected call is closed "
+                   "(DataChannel messages do not count)")
+    p.add_argument("--connect-timeout", type=float, default=6.0,
+                   help="seconds an answered offer may take to connect before its slot is freed")
+    p.add_argument("--max-video-tracks", type=int, default=1, help="video tracks accepted per call")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="extra browser Origin allowed to call the API (the page's own origin always is), "
+                   "e.g. https://app.example.org; repeatable")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="extra Host name the server answers to (e.g. behind a proxy); repeatable")
     p.set_defaults(func=run)
 
 
@@ -56,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         codec=args.codec, max_bitrate=args.max_bitrate, ice_servers=list(args.ice_server),
         token=args.token, passthrough=args.passthrough, strength=args.strength, detector=args.detector,
         peer_timeout_s=args.peer_timeout, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        connect_timeout_s=args.connect_timeout, max_video_tracks=args.max_video_tracks,
+        allowed_origins=list(args.allow_origin), allowed_hosts=list(args.allow_host),
+        ice_interfaces=args.ice_interfaces,
     )
     try:
         cfg.validate()
@@ -71,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
         from ..restore import load_restorer
 
         configure_cpu(args.device, args.torch_threads)
-        restorer = load_restorer(args.model, device=args.device)
+        try:
+            restorer = load_restorer(args.model, device=args.device, runtime=args.runtime)
+        except Exception as exc:  # noqa: BLE001 - one clear line, like `enhance`
+            print(f"osdface-rtc serve: cannot load the restorer: {exc}")
+            return 2
         log.info("restorer: %s (face size %d)", getattr(restorer, "name", "?"), restorer.face_size)
     run_server(cfg, restorer, loopback_candidates=args.ice_loopback)
     return 0

@@ -13,8 +13,10 @@ def register(sub) -> None:
         "diffusers model folder (config.json + safetensors + README.md) into OUT/model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--preset", choices=("real", "tiny"), default="real",
-                   help="'real' = the shipped 128px model, 'tiny' = seconds-long smoke run")
+    p.add_argument("--preset", choices=("real", "gpu", "tiny"), default="real",
+                   help="'real' = the shipped 128px model (CPU-sized, crop-level + live-path pairs), "
+                        "'gpu' = a wider net from a packed pair set (python -m osdface_rtc.train.pack), "
+                        "'tiny' = seconds-long smoke run")
     p.add_argument("--out", default="runs/osdface-rtc-s128", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", default=None, help="face folder (default: ../shared/data/faces/utkface)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -26,6 +28,10 @@ def register(sub) -> None:
     p.add_argument("--steps-vre", type=int, default=None)
     p.add_argument("--steps-main", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap of the main stage")
+    p.add_argument("--for-minutes", type=float, default=None,
+                   help="stop THIS call after N minutes with a checkpoint and the model saved "
+                        "(continue with --resume): e.g. device calls of at most 9 minutes")
+    p.add_argument("--pack", default=None, help="train/val pairs from this pack tar (see --preset gpu)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
@@ -40,7 +46,7 @@ def build_config(args: argparse.Namespace):
 
     over: dict = {"out": args.out, "data": args.data, "device": args.device, "init": args.init,
                   "clean_targets_with": args.clean_targets_with}
-    for key in ("max_minutes", "batch_size", "lr"):
+    for key in ("max_minutes", "batch_size", "lr", "pack"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.no_progress:
@@ -59,6 +65,6 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..train.trainer import train
 
-    out = train(build_config(args), resume=args.resume)
+    out = train(build_config(args), resume=args.resume, for_minutes=args.for_minutes)
     print(f"model saved to {out}")
     return 0

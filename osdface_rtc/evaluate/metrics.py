@@ -1,31 +1,14 @@
-"""Face-region image metrics: PSNR and SSIM inside an elliptical face mask.
-
-Face region: the eval faces are UTKFace crops resized to ``S x S`` (the same framing as the live
-pipeline's aligned crops). On the mean val face the eyes sit at y = 0.31 S, the nose tip at
-0.58 S and the mouth at ~0.72 S, with the outer eye corners at x = 0.2 S / 0.77 S. The mask is
-the ellipse centred at (0.5 S, 0.53 S) with semi-axes (0.38 S, 0.45 S): eyes, brows, nose,
-mouth, cheeks and chin, without most hair and background (54 % of the crop). Background and
-hair are not what the restorer is for, and there the paste-back blend keeps the original frame.
+"""Image metrics: PSNR and SSIM, optionally inside a mask (the face region, see
+:mod:`osdface_rtc.data.regions`).
 """
 from __future__ import annotations
-
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
-#: Ellipse (centre x, centre y, semi-axis x, semi-axis y) as fractions of the crop size.
-FACE_ELLIPSE: tuple[float, float, float, float] = (0.5, 0.53, 0.38, 0.45)
+from ..data.regions import FACE_ELLIPSE, face_mask
 
-
-@lru_cache(maxsize=8)
-def face_mask(size: int) -> np.ndarray:
-    """Boolean ``S x S`` mask of the face region (read-only, cached per size)."""
-    cx, cy, ax, ay = FACE_ELLIPSE
-    y, x = (np.mgrid[:size, :size] + 0.5) / size
-    mask = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1.0
-    mask.setflags(write=False)
-    return mask
+__all__ = ["FACE_ELLIPSE", "face_mask", "psnr", "luma", "ssim_map", "ssim"]
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:

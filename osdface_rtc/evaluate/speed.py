@@ -88,3 +88,31 @@ def measure_speed(
                 accel = "eager (graph capture failed)"
             rows.append(SpeedRow(label, r.name, device_of(r), steps, accel, b, ms, ms / b))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m osdface_rtc.evaluate.speed MODEL [--device cuda] [--out x.json]``: ms/face at
+    batch 1 and 8, eager and (on CUDA) replaying a CUDA graph; needs no face data."""
+    import argparse
+    import json
+    from dataclasses import asdict
+
+    p = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    p.add_argument("model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    restorer = load_restorer(a.model, device=a.device)
+    faces = np.random.default_rng(0).integers(0, 256, (8, restorer.face_size, restorer.face_size, 3), np.uint8)
+    entries = [("model", r, 1, accel) for accel, r in graph_variants(a.model, a.device, 1, restorer)]
+    rows = measure_speed(entries, faces)
+    for r in rows:
+        print(f"{r.method} {r.device} {r.accel} batch {r.batch}: {r.ms_per_face:.2f} ms/face")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump([asdict(r) for r in rows], f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,10 @@
 Videos go through PyAV: frames are decoded as RGB, re-encoded with a codec that suits the
 output container (H.264 for mp4/mov/mkv, VP9 for webm, raw for y4m), and audio is copied
 packet by packet when the container accepts the codec, or transcoded (AAC / Opus) when not.
+
+Every output goes through a temporary name and a rename (:mod:`.atomic`): a full disk, an
+error or SIGTERM never leaves a partial file under the output name. Inputs larger than
+``max_pixels`` (default :data:`MAX_PIXELS`) are refused with a clear error before decoding.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from typing import Iterator
 import av
 import cv2
 import numpy as np
+
+from .atomic import write_bytes_atomic
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".y4m", ".avi", ".m4v"}
@@ -40,8 +46,41 @@ AUDIO_COPY_OK = {
 }
 
 
+#: Default cap on the pixels of an input image or video frame (8K UHD is 33.2 MP). A decoded
+#: 10000 x 10000 image needs ~1.4 GB through the pipeline.
+MAX_PIXELS = 40_000_000
+
+
 class MediaError(RuntimeError):
     """An input could not be read or an output could not be written."""
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise MediaError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} MP, over the limit of "
+                         f"{max_pixels / 1e6:g} MP (--max-pixels)")
+
+
+def _header_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding the pixels (Pillow), or None."""
+    try:
+        import io
+        import warnings
+
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(io.BytesIO(data.tobytes())) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001 - not a format Pillow knows: OpenCV decides below
+        return None
 
 
 def kind_of(path: Path) -> str:
@@ -53,14 +92,19 @@ def kind_of(path: Path) -> str:
     return "unknown"
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read any OpenCV-readable image as RGB uint8 (gray/RGBA/16-bit converted)."""
+def read_image(path: Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read any OpenCV-readable image as RGB uint8 (gray/RGBA/16-bit converted). Images over
+    ``max_pixels`` are refused from their header, before the pixels are decoded."""
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file")
     data = np.fromfile(str(path), np.uint8)
+    size = _header_size(data)
+    if size is not None:
+        check_pixels(path, size[0], size[1], max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise MediaError(f"{path}: not a readable image")
+    check_pixels(path, img.shape[1], img.shape[0], max_pixels)
     if img.dtype == np.uint16:
         img = (img / 257).round().astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -73,12 +117,15 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Encode by extension and write through a temporary name (never a partial file at ``path``)."""
     ext = path.suffix.lower() if path.suffix else ".png"
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise MediaError(f"{path}: cannot encode {ext}")
-    buf.tofile(str(path))
+    try:
+        write_bytes_atomic(path, buf)
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot write ({exc.strerror or exc}); nothing was written") from exc
 
 
 @dataclass
@@ -98,12 +145,13 @@ def _frame_rate(v) -> Fraction:
     return Fraction(30)
 
 
-def probe_video(path: Path) -> VideoInfo:
+def probe_video(path: Path, max_pixels: int | None = MAX_PIXELS) -> VideoInfo:
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise MediaError(f"{path}: no video stream")
             v = c.streams.video[0]
+            check_pixels(path, v.codec_context.width, v.codec_context.height, max_pixels)
             fps = _frame_rate(v)
             return VideoInfo(v.codec_context.width, v.codec_context.height, Fraction(fps), v.frames or 0,
                              bool(c.streams.audio))

@@ -52,6 +52,7 @@ class ModelRestorer:
         self.steps = int(steps)
         self.name = name
         self.use_graph = cuda_graph and self.device.type == "cuda"
+        self.runtime = "torch"
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
@@ -95,13 +96,18 @@ class ModelRestorer:
 
 
 def load_model_restorer(path: str | Path, device: str | torch.device = "auto", steps: int = 1,
-                        face_size: int | None = None, cuda_graph: bool = True,
-                        **ignored) -> ModelRestorer:
+                        face_size: int | None = None, cuda_graph: bool = True, runtime: str = "auto",
+                        **ignored):
     """Load a model folder saved by ``osdface-rtc train`` (``config.json`` + safetensors).
 
-    Raises :class:`RestorerError` naming the file for a missing, corrupt or mismatched model,
-    or when ``face_size`` is given and differs from the model's.
+    ``runtime``: ``"torch"`` (:class:`ModelRestorer`), ``"openvino"`` (CPU only,
+    :class:`~osdface_rtc.model.openvino_rt.OpenVINORestorer`) or ``"auto"`` (OpenVINO on the CPU
+    when it is installed, else torch). Raises :class:`RestorerError` naming the file for a
+    missing, corrupt or mismatched model, or when ``face_size`` is given and differs from the
+    model's.
     """
+    from .openvino_rt import OpenVINORestorer, resolve_runtime
+
     if ignored:
         log.debug("load_model_restorer: ignoring options %s", sorted(ignored))
     path = Path(path)
@@ -113,5 +119,15 @@ def load_model_restorer(path: str | Path, device: str | torch.device = "auto", s
         raise RestorerError(
             f"model {path} restores {net.config.face_size}px faces, {face_size}px requested"
         )
-    return ModelRestorer(net, device=device, steps=steps, name=f"osdface-rtc:{path.name}",
+    dev = resolve_device(device)
+    if resolve_runtime(runtime, dev) == "openvino":
+        try:
+            return OpenVINORestorer(net, path, steps=steps, name=f"osdface-rtc:{path.name}")
+        except RestorerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - conversion / compile problems, named
+            if runtime == "openvino":
+                raise RestorerError(f"OpenVINO could not load {path}: {type(e).__name__}: {e}") from e
+            log.warning("OpenVINO failed for %s (%s: %s); using the torch runtime", path, type(e).__name__, e)
+    return ModelRestorer(net, device=dev, steps=steps, name=f"osdface-rtc:{path.name}",
                          cuda_graph=cuda_graph)

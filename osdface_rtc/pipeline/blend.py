@@ -5,8 +5,11 @@
 - Residual paste: what is warped back is the *change* the restorer made to the crop
   (restored - input crop), added to the frame. Detail finer than the crop's resolution (a
   face larger than ``face_size``) is kept, and an identity restorer leaves the frame as it was.
-- Colour-safe: the low frequencies of that change (overall colour and shading shifts) are
-  removed, so a colour shift of the model never makes a seam.
+- Optional colour fix (``color_fix``, off by default): remove the low frequencies of that change
+  (overall colour and shading shifts). A model trained on call-damaged frames makes real
+  low-frequency corrections (deblocking, chroma), and removing them cost 0.2 dB of face PSNR
+  through the pipeline (``python -m osdface_rtc.evaluate.diagnose``); the feathered mask already
+  fades any shift out smoothly. Turn it on for a restorer that shifts colours.
 - Works on a region of interest around each face (cheap at 720p/4K), clipped to the frame, so
   faces at the frame edge are fine; overlapping faces are composited one after another.
 """
@@ -25,7 +28,7 @@ from .types import AlignedFaces
 class BlendConfig:
     margin: float = 0.06  # mask margin, fraction of the crop side
     feather: float = 0.05  # Gaussian feather sigma, fraction of the crop side
-    color_fix: bool = True
+    color_fix: bool = False  # remove the change's low frequencies (see the module docstring)
     color_sigma: float = 0.08  # low-frequency scale for colour transfer, fraction of the side
 
 

@@ -157,23 +157,29 @@ class FaceEnhancer:
     ) -> np.ndarray:
         """Paste ``restored`` crops into ``frame`` (upscaled by ``config.upscale``).
 
-        ``original`` is the aligned input the crops were restored from (cut again from
-        ``frame`` when not given); only the change restored - original is pasted.
+        ``original`` is the aligned input the crops were restored from (row for row, same
+        ``track_ids``); only the change restored - original is pasted. Without it the input
+        crops are cut again from ``frame`` at the paste affines.
 
         With ``faces``, cached crops are re-warped to those faces' current keypoints (matched by
         ``track_id``; crops without a current face are dropped) -- the live fallback when the
-        model misses its deadline.
+        model misses its deadline. With ``original`` the *change* moves with the face and the
+        current frame's eyes and mouth stay; without it the old restored face itself is pasted
+        over the current one (``restored - current crop``).
         """
         s = self.face_size
+        if original is not None and len(restored) and list(original.track_ids) != list(restored.track_ids):
+            raise ValueError(f"original track_ids {list(original.track_ids)} do not match "
+                             f"restored {list(restored.track_ids)}")
         if faces is not None:
             by_id = {tid: i for i, tid in enumerate(restored.track_ids)}
             keep = [(by_id[f.track_id], f) for f in faces if f.track_id in by_id]
-            restored = AlignedFaces(
-                crops=restored.crops[[i for i, _ in keep]].reshape(-1, s, s, 3),
-                affines=np.stack([face_affine(f, s) for _, f in keep]) if keep else np.zeros((0, 2, 3)),
-                track_ids=[f.track_id for _, f in keep],
-            )
-            original = None
+            rows = [i for i, _ in keep]
+            affines = np.stack([face_affine(f, s) for _, f in keep]) if keep else np.zeros((0, 2, 3))
+            ids = [f.track_id for _, f in keep]
+            restored = AlignedFaces(restored.crops[rows].reshape(-1, s, s, 3), affines, ids)
+            if original is not None:  # the change (restored - its own input) moves with the face
+                original = AlignedFaces(original.crops[rows].reshape(-1, s, s, 3), affines, ids)
         if original is None:  # the input crops at the paste affines
             original = AlignedFaces(
                 crops=np.stack([warp_crop(frame, m, s) for m in restored.affines]) if len(restored)

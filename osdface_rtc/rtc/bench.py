@@ -34,6 +34,7 @@ from av import VideoFrame
 
 from . import frameid
 from .ice import rtc_configuration, use_loopback_candidates
+from .freshness import FRESH_MS, freshness_between
 from .metrics import parse_prometheus
 
 log = logging.getLogger(__name__)
@@ -69,22 +70,31 @@ def fit_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w])
 
 
-def load_clip_yuv(path: Path, size: tuple[int, int], max_frames: int = 150) -> tuple[list[np.ndarray], float]:
-    """Decode up to ``max_frames`` frames as yuv420p arrays at ``size``; also the clip's fps."""
+def load_clip_yuv(path: Path, size: tuple[int, int], max_frames: int = 150,
+                  faces: int = 1) -> tuple[list[np.ndarray], float]:
+    """Decode up to ``max_frames`` frames as yuv420p arrays at ``size``; also the clip's fps.
+    ``faces`` > 1 tiles that many time-shifted copies side by side (``bench_load.tile_faces``)."""
     import av
+    import cv2
 
-    frames: list[np.ndarray] = []
+    from .bench_load import tile_faces
+
+    raw: list[np.ndarray] = []
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         fps = float(stream.average_rate or 30)
         for f in c.decode(stream):
-            rgb = fit_frame(f.to_ndarray(format="rgb24"), size)
-            yuv = VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
-            frames.append(yuv)
-            if len(frames) >= max_frames:
+            rgb = f.to_ndarray(format="rgb24")
+            if rgb.shape[0] > size[1]:  # keep memory small: no taller than the target
+                s = size[1] / rgb.shape[0]
+                rgb = cv2.resize(rgb, (max(2, round(rgb.shape[1] * s)), size[1]), interpolation=cv2.INTER_AREA)
+            raw.append(rgb)
+            if len(raw) >= max_frames:
                 break
-    if not frames:
+    if not raw:
         raise ValueError(f"no video frames in {path}")
+    frames = [VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+              for rgb in tile_faces(raw, faces, size)]
     return frames, fps
 
 
@@ -266,11 +276,24 @@ class BenchConfig:
     codec: str = "vp8"
     model: str | None = None
     device: str = "auto"
+    runtime: str = "auto"
     budget_ms: float = 25.0
     max_bitrate: int | None = None
     fps: float | None = None  # default: the clip's
+    sessions: int = 1  # concurrent client peers
+    faces: int = 1  # faces tiled into the clip
     out: Path | None = None
     modes: tuple[str, ...] = ("passthrough", "enhance")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a child we started, SIGKILL it if it is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -284,25 +307,20 @@ def server_process(mode: str, cfg: BenchConfig, port: int):
     """``osdface-rtc serve`` in a child process (pass-through or enhancing), stopped on exit."""
     cmd = [sys.executable, "-m", "osdface_rtc.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--codec", cfg.codec, "--budget-ms", str(cfg.budget_ms), "--device", cfg.device,
-           "--ice-loopback", "only", "--max-sessions", "1"]
+           "--ice-loopback", "only", "--max-sessions", str(max(1, cfg.sessions))]
     if cfg.max_bitrate:
         cmd += ["--max-bitrate", str(cfg.max_bitrate)]
     if mode == "passthrough":
         cmd += ["--passthrough"]
-    elif cfg.model:
-        cmd += ["--model", cfg.model]
+    else:
+        cmd += ["--runtime", cfg.runtime] + (["--model", cfg.model] if cfg.model else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def wait_healthy(base_url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> dict:
@@ -357,13 +375,28 @@ async def run_mode(mode: str, cfg: BenchConfig, frames: list[np.ndarray], size: 
                    fps: float) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    marks: dict[str, Any] = {}
+
+    async def mark_warm() -> None:  # /metrics when the measured window starts
+        await asyncio.sleep(cfg.warmup_s)
+        marks["t"], marks["metrics"] = time.monotonic(), await fetch_metrics(base)
+
+    def connected(_client: PeerClient) -> None:
+        marks["task"] = asyncio.ensure_future(mark_warm())
+
     with server_process(mode, cfg, port) as proc:
         health = await wait_healthy(base, proc)
-        track = StampedClipTrack(frames, size, fps)
-        result = await PeerClient(base, codec=cfg.codec).stream(track, cfg.duration_s + cfg.warmup_s)
+        runs = [PeerClient(base, codec=cfg.codec).stream(
+            StampedClipTrack(frames, size, fps), cfg.duration_s + cfg.warmup_s,
+            on_connected=connected if i == 0 else None) for i in range(max(1, cfg.sessions))]
+        results = await asyncio.gather(*runs)
+        t_end = time.monotonic()
         await asyncio.sleep(0.3)
         metrics = await fetch_metrics(base)
-    summary = summarize(result, cfg.warmup_s)
+        await marks["task"]
+    summary = merge_sessions(results, cfg.warmup_s)
+    result = results[0]
+    summary["freshness"] = freshness_between(marks["metrics"], metrics, t_end - marks["t"])
     summary.update(
         mode=mode,
         model=health.get("model"),
@@ -382,11 +415,33 @@ async def run_mode(mode: str, cfg: BenchConfig, frames: list[np.ndarray], size: 
     return summary
 
 
+def merge_sessions(results: list[StreamResult], warmup_s: float) -> dict[str, Any]:
+    """One session: :func:`summarize`. Several: totals, latency pooled over all sessions, fps out
+    the mean per session; each session's figures in ``load``."""
+    from .bench_load import latencies_ms, pooled
+
+    summaries = [summarize(r, warmup_s) for r in results]
+    load = pooled(summaries, [latencies_ms(r, warmup_s) for r in results], [r.stats for r in results])
+    summary = dict(summaries[0])
+    if len(results) > 1:
+        lat = load["latencies_ms"]
+        summary.update(
+            {k: sum(s[k] for s in summaries) for k in ("frames_sent", "frames_matched", "frames_dropped",
+                                                        "frames_unreadable")},
+            fps_in=round(float(np.mean([s["fps_in"] for s in summaries])), 2),
+            fps_out=load["fps_out_mean"],
+            latency_ms={**load["latency_ms"], "mean": round(float(np.mean(lat)), 1) if lat else None,
+                        "max": round(max(lat), 1) if lat else None},
+        )
+    summary["load"] = load
+    return summary
+
+
 async def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run every mode in ``cfg.modes`` against the same clip; return the JSON report."""
     use_loopback_candidates("only")
     size = parse_resolution(cfg.resolution)
-    frames, clip_fps = load_clip_yuv(cfg.clip, size)
+    frames, clip_fps = load_clip_yuv(cfg.clip, size, faces=cfg.faces)
     fps = cfg.fps or clip_fps
     report: dict[str, Any] = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -428,8 +483,10 @@ def machine_info() -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of a bench report."""
-    lines = [f"clip {Path(report['config']['clip']).name} at {report['size'][0]}x{report['size'][1]} "
-             f"{report['fps']:.0f} fps, codec {report['config']['codec']}, budget {report['config']['budget_ms']} ms"]
+    c = report["config"]
+    lines = [f"clip {Path(c['clip']).name} at {report['size'][0]}x{report['size'][1]} "
+             f"{report['fps']:.0f} fps, codec {c['codec']}, budget {c['budget_ms']} ms, "
+             f"{c.get('sessions', 1)} session(s) x {c.get('faces', 1)} face(s)"]
     lines.append(f"{'mode':<12} {'fps out':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'dropped':>8} {'fallbacks':>10} {'errors':>7}")
     for mode in report["config"]["modes"]:
         r = report.get(mode)
@@ -443,5 +500,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"added latency of enhancement over pass-through: p50 {a['p50']:+.1f} ms, "
                      f"p95 {a['p95']:+.1f} ms, p99 {a['p99']:+.1f} ms")
     if "enhance" in report:
+        f = report["enhance"].get("freshness") or {}
+        if f.get("faces_shown"):
+            share = "n/a" if f["fresh_share"] is None else f"{100 * f['fresh_share']:.0f} %"
+            lines.append(f"freshness: {f['restores_per_s']:.1f} restorations/s, restoration age p50 "
+                         f"{f['age_p50_ms']} ms / p95 {f['age_p95_ms']} ms, faces with a restoration "
+                         f"<= {FRESH_MS:.0f} ms old: {share}")
         lines.append(f"enhance server stage means (ms): {report['enhance'].get('server_stage_mean_ms')}")
     return "\n".join(lines)

@@ -51,25 +51,28 @@ def stamp_yuv420(planes: np.ndarray, height: int, frame_id: int) -> None:
     v[: h // 2, : w // 2] = 128
 
 
-def stamp_rgb(rgb: np.ndarray, frame_id: int) -> None:
-    """Stamp into an H x W x 3 RGB image in place (gray blocks)."""
+def stamp_rgb(rgb: np.ndarray, frame_id: int, x0: int = 0, y0: int = 0) -> None:
+    """Stamp into an H x W x 3 RGB image in place (gray blocks), top-left at (x0, y0)."""
     c = cell_size(rgb.shape[0])
     bits = _bits(frame_id)
     for i in range(BITS):
         r, col = divmod(i, COLS)
-        rgb[r * c:(r + 1) * c, col * c:(col + 1) * c] = HI if bits[i] else LO
-        rgb[(r + 2) * c:(r + 3) * c, col * c:(col + 1) * c] = LO if bits[i] else HI
+        x = x0 + col * c
+        rgb[y0 + r * c:y0 + (r + 1) * c, x:x + c] = HI if bits[i] else LO
+        rgb[y0 + (r + 2) * c:y0 + (r + 3) * c, x:x + c] = LO if bits[i] else HI
 
 
-def read_luma(y: np.ndarray, min_contrast: float = 60.0) -> int | None:
-    """Read the id back from a luma/gray plane; ``None`` when absent or damaged."""
+def read_luma(y: np.ndarray, min_contrast: float = 60.0, x0: int = 0, y0: int = 0) -> int | None:
+    """Read the id back from a luma/gray plane (pattern's top-left at (x0, y0)); ``None`` when
+    absent or damaged."""
     c = cell_size(y.shape[0])
     q = max(1, c // 4)
     frame_id = 0
     for i in range(BITS):
         r, col = divmod(i, COLS)
-        a = float(y[r * c + q:(r + 1) * c - q, col * c + q:(col + 1) * c - q].mean())
-        b = float(y[(r + 2) * c + q:(r + 3) * c - q, col * c + q:(col + 1) * c - q].mean())
+        xa, xb = x0 + col * c + q, x0 + (col + 1) * c - q
+        a = float(y[y0 + r * c + q:y0 + (r + 1) * c - q, xa:xb].mean())
+        b = float(y[y0 + (r + 2) * c + q:y0 + (r + 3) * c - q, xa:xb].mean())
         if abs(a - b) < min_contrast:
             return None
         if a > b:

@@ -1,7 +1,11 @@
 """ICE configuration: STUN/TURN servers from URLs, and loopback host candidates.
 
 aioice never offers ``127.0.0.1`` as a host candidate, so on a machine whose only interface is
-loopback (CI, a network namespace) nothing connects. :func:`use_loopback_candidates` patches
+loopback (CI, a network namespace) nothing connects; and by default it offers *every* interface,
+so a server bound to one address would still send media over the others.
+:func:`restrict_host_candidates` (``serve`` uses it with :func:`host_candidate_addresses`) limits
+the host candidates to the bound address: 127.0.0.1 for loopback, that address for a specific
+one, every interface only for a wildcard bind or ``--ice-interfaces all``. :func:`use_loopback_candidates` patches
 ``aioice.ice.get_host_addresses`` (process wide): ``"only"`` gathers just 127.0.0.1 (tests,
 bench), ``"add"`` offers it next to the real interfaces (the server bound to loopback, so a
 browser on the same machine connects even without other interfaces).
@@ -41,6 +45,36 @@ def use_loopback_candidates(mode: Literal["add", "only", "off"] = "only") -> Non
             return [LOOPBACK] if use_ipv4 else []
         addrs = _original_get_host_addresses(use_ipv4, use_ipv6)
         return ([LOOPBACK] if use_ipv4 else []) + [a for a in addrs if a != LOOPBACK]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+def host_candidate_addresses(bind_host: str, mode: str = "bind") -> list[str] | None:
+    """The addresses to gather host candidates on for a server bound to ``bind_host``
+    (None: every interface, aioice's default)."""
+    if mode == "all":
+        return None
+    if mode != "bind":
+        raise ValueError(f"ICE interfaces must be bind or all, got {mode!r}")
+    if bind_host == "localhost" or is_loopback_host(bind_host):
+        return [LOOPBACK if bind_host == "localhost" else bind_host]
+    try:
+        ip = ipaddress.ip_address(bind_host)
+    except ValueError:  # a host name: every interface (it may resolve to any of them)
+        return None
+    return None if ip.is_unspecified else [str(ip)]
+
+
+def restrict_host_candidates(addresses: Sequence[str] | None) -> None:
+    """Gather host candidates only on ``addresses`` (None: every interface). Process wide."""
+    if addresses is None:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    addrs = [str(a) for a in addresses]
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addrs if (ipaddress.ip_address(a).version == 4 and use_ipv4)
+                or (ipaddress.ip_address(a).version == 6 and use_ipv6)]
 
     aioice.ice.get_host_addresses = get_host_addresses
 

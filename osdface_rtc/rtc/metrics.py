@@ -8,6 +8,9 @@ from collections.abc import Sequence
 #: Latency buckets in seconds (1 ms .. 2.5 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
+#: Restoration age buckets in seconds (0 = restored on time; 50 ms = the live freshness goal).
+AGE_BUCKETS = (0.0, 0.01, 0.02, 0.033, 0.05, 0.067, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -144,9 +147,54 @@ class ServerMetrics:
             "osdface_stage_seconds", "Per-stage processing time (stage: convert|detect|align|restore|wait|blend)")
         self.frame_latency = r.histogram(
             "osdface_frame_latency_seconds", "Server-side latency: frame received -> handed to the encoder")
+        self.restorations = r.counter(
+            "osdface_restorations_total", "Restorer calls finished for a session (each restores all its faces)")
+        self.restoration_age = r.histogram(
+            "osdface_restoration_age_seconds",
+            "Per face shown: its restoration's source frame -> the frame it is shown on (0 = on time)",
+            AGE_BUCKETS)
+        self.faces_unrestored = r.counter(
+            "osdface_faces_unrestored_total", "Faces sent without any restoration (late, nothing recent cached)")
+
+    def observe_freshness(self, report) -> None:
+        """Count one sent frame's restorations and face ages (a track ``FrameReport``)."""
+        self.restorations.inc(len(report.restores_ms))
+        if report.outcome == "off":
+            return
+        shown = min(report.restored_faces, report.faces) if report.age_ms is not None else 0
+        for _ in range(shown):
+            self.restoration_age.observe(max(0.0, report.age_ms) / 1e3)
+        if report.faces > shown:
+            self.faces_unrestored.inc(report.faces - shown)
 
     def render(self) -> str:
         return self.registry.render()
+
+
+def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
+    """Quantile ``q`` (0..1) of a parsed histogram (all label sets summed), interpolated
+    linearly inside the bucket like Prometheus' ``histogram_quantile``; None when empty."""
+    buckets: dict[float, float] = {}
+    for key, v in metrics.items():
+        if key.startswith(name + "_bucket{"):
+            le = key.split('le="')[1].split('"')[0]
+            b = math.inf if le == "+Inf" else float(le)
+            buckets[b] = buckets.get(b, 0.0) + v
+    if not buckets or buckets.get(math.inf, 0.0) <= 0:
+        return None
+    edges = sorted(buckets)
+    rank = q * buckets[math.inf]
+    prev_edge, prev_count = 0.0, 0.0
+    for e in edges:
+        c = buckets[e]
+        if c >= rank:
+            if math.isinf(e):
+                return prev_edge
+            if c == prev_count:
+                return e
+            return prev_edge + (e - prev_edge) * (rank - prev_count) / (c - prev_count)
+        prev_edge, prev_count = e, c
+    return edges[-2] if len(edges) > 1 else None
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

@@ -8,17 +8,22 @@ Endpoints
                        503 when ``max_sessions`` calls are running
     ``GET  /healthz``  ``{"status": "ok", "sessions": n, ...}``
     ``GET  /metrics``  Prometheus text format (sessions, frames, fallbacks, stage histograms)
-    ``GET  /stats``    JSON stats of every open session
+    ``GET  /stats``    JSON stats of every open session (needs the token when one is set)
 
+Public (no token even when one is set): the page and its static files, ``/config``,
+``/healthz`` and ``/metrics`` (aggregate counters only, nothing per session: scrapers usually
+cannot send a token). Token-protected: ``POST /offer`` and ``GET /stats`` (per-session data).
 The token (``--token``) is accepted as ``Authorization: Bearer <token>``, an ``X-Token`` header,
-a ``token`` field of the offer JSON or a ``?token=`` query parameter.
+a ``token`` field of the offer JSON or a ``?token=`` query parameter; it is never logged.
+
+Every request first passes :mod:`.httpguard` (Host and Origin checks; ``POST /offer`` must be
+``application/json`` and arrive within ``body_timeout_s``). The offer JSON is parsed with a size
+and nesting cap, the SDP checked by :mod:`.offer` (one video track per call by default).
 """
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +32,15 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
-from ..paths import REPO_ROOT
-from .ice import ice_servers_json, is_loopback_host, use_loopback_candidates
+from ..paths import WEB_DIR  # the page: web/ in a checkout, osdface_rtc/web in an installed wheel
+from .httpguard import BodyError, HttpGuard, HttpGuardConfig, read_body
+from .ice import host_candidate_addresses, ice_servers_json, is_loopback_host, restrict_host_candidates
+from .messages import MAX_MESSAGE_BYTES, MessageError, loads_limited
 from .metrics import ServerMetrics
+from .offer import OfferLimits
 from .session import OfferError, Session, SessionConfig
 
 log = logging.getLogger(__name__)
-
-#: The page's folder (``web/`` of the checkout; ``OSDFACE_RTC_WEB`` overrides it).
-WEB_DIR = Path(os.environ.get("OSDFACE_RTC_WEB", REPO_ROOT / "web"))
 
 #: ``app[SERVER_KEY]`` is the :class:`Server` behind an app made by :func:`create_app`.
 SERVER_KEY: web.AppKey["Server"] = web.AppKey("osdface_server")
@@ -54,9 +59,16 @@ class ServerConfig:
     passthrough: bool = False
     strength: float = 1.0
     detector: str = "auto"  # short | full | both | auto (see pipeline.detect)
-    peer_timeout_s: float = 5.0
-    connect_timeout_s: float = 15.0
+    peer_timeout_s: float = 5.0  # connected but no video for this long -> session closed
+    connect_timeout_s: float = 6.0  # offer answered but never connected -> slot freed
     max_offer_bytes: int = 64 * 1024
+    body_timeout_s: float = 5.0  # the offer body must arrive within this
+    max_video_tracks: int = 1  # video tracks per call
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # DataChannel message cap
+    message_rate: float = 20.0  # DataChannel messages/s per channel (bursts of 2x)
+    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
+    ice_interfaces: str = "bind"  # host candidates: "bind" = the bound address only | "all"
     web_dir: Path = WEB_DIR
     tls_cert: Path | None = None  # browsers allow the camera only on https:// or localhost
     tls_key: Path | None = None
@@ -64,7 +76,14 @@ class ServerConfig:
     def session_config(self) -> SessionConfig:
         return SessionConfig(budget_ms=self.budget_ms, codec=self.codec, ice_servers=list(self.ice_servers),
                              passthrough=self.passthrough, strength=self.strength, detector=self.detector,
-                             peer_timeout_s=self.peer_timeout_s, connect_timeout_s=self.connect_timeout_s)
+                             media_timeout_s=self.peer_timeout_s, connect_timeout_s=self.connect_timeout_s,
+                             max_message_bytes=self.max_message_bytes, message_rate=self.message_rate,
+                             message_burst=max(1, int(2 * self.message_rate)),
+                             offer_limits=OfferLimits(max_video_tracks=self.max_video_tracks))
+
+    def guard_config(self) -> HttpGuardConfig:
+        return HttpGuardConfig(bind_host=self.host, allowed_hosts=list(self.allowed_hosts),
+                               allowed_origins=list(self.allowed_origins), body_timeout_s=self.body_timeout_s)
 
     def validate(self) -> None:
         if self.codec not in ("vp8", "h264"):
@@ -73,6 +92,13 @@ class ServerConfig:
             raise ValueError("max_sessions must be >= 1")
         if not is_loopback_host(self.host) and not self.token:
             raise ValueError(f"binding to {self.host} (not loopback) requires --token")
+        if self.max_video_tracks < 1:
+            raise ValueError("max_video_tracks must be >= 1")
+        if self.ice_interfaces not in ("bind", "all"):
+            raise ValueError(f"ice_interfaces must be bind or all, got {self.ice_interfaces!r}")
+        for name in ("peer_timeout_s", "connect_timeout_s", "body_timeout_s", "message_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
 
 
 def set_max_bitrate(bps: int | None) -> None:
@@ -91,21 +117,6 @@ def _error(status: int, reason: str, **headers: str) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers or None)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it exceeds ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks, total = [], 0
-    while True:
-        chunk = await request.content.read(64 * 1024)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            return None
-        chunks.append(chunk)
-
-
 class Server:
     """Holds the shared restorer, the open sessions and the metrics of one app."""
 
@@ -117,13 +128,29 @@ class Server:
         self.restorer = restorer
         self.model_name = "passthrough" if config.passthrough else str(getattr(restorer, "name", "?"))
         self.metrics = ServerMetrics()
+        reg = self.metrics.registry
+        self.messages_rejected = reg.counter(
+            "osdface_messages_rejected_total", "DataChannel messages or channels refused, or handler errors caught (reason: invalid|rate|channels|handler)")
+        self.http_rejected = reg.counter(
+            "osdface_http_rejected_total", "HTTP requests refused by the guard (reason: host_origin|content_type|body)")
+        self.guard = HttpGuard(config.guard_config())
+        if not config.passthrough:
+            self._warm_up()
         self.sessions: dict[str, Session] = {}
         self._pending = 0
         set_max_bitrate(config.max_bitrate)
 
+    def _warm_up(self) -> None:
+        """Build and close one enhancer before the first call: the first import of the detector's
+        modules keeps a traceback (and with it the caller's frame) forever, which would pin the
+        first call's enhancer in memory; it also fails fast on a broken detector install."""
+        from ..pipeline.enhancer import FaceEnhancer
+
+        FaceEnhancer(restorer=self.restorer, detector=self.config.detector).close()
+
     # -- app ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard_mw])
         app[SERVER_KEY] = self
         app.router.add_get("/", self.index)
         app.router.add_get("/config", self.client_config)
@@ -135,6 +162,14 @@ class Server:
             app.router.add_static("/static/", self.config.web_dir)
         app.on_shutdown.append(self._on_shutdown)
         return app
+
+    @web.middleware
+    async def _guard_mw(self, request: web.Request, handler):
+        reason = self.guard.reject_reason(request)
+        if reason:
+            self.http_rejected.inc(reason="host_origin")
+            return _error(403, reason)
+        return await handler(request)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close_all()
@@ -172,6 +207,8 @@ class Server:
                             headers={"X-Prometheus-Format": "0.0.4"})
 
     async def stats(self, request: web.Request) -> web.Response:
+        if not self._token_ok(request, None):
+            return _error(401, "missing or wrong token")
         return web.json_response({sid: s.stats_message() for sid, s in self.sessions.items()})
 
     def _token_ok(self, request: web.Request, params: dict | None) -> bool:
@@ -190,20 +227,27 @@ class Server:
     async def offer(self, request: web.Request) -> web.Response:
         m = self.metrics
         cfg = self.config
-        body = await _read_body(request, cfg.max_offer_bytes)
-        if body is None:
+        if request.content_type != "application/json":
+            self.http_rejected.inc(reason="content_type")
             m.sessions_rejected.inc(reason="bad_offer")
-            return _error(400, f"offer too large (limit {cfg.max_offer_bytes} bytes)")
+            return _error(415, f"Content-Type must be application/json, got {request.content_type!r}")
         try:
-            params = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            params = None
+            body = await read_body(request, cfg.max_offer_bytes, cfg.body_timeout_s)
+        except BodyError as exc:
+            self.http_rejected.inc(reason="body")
+            m.sessions_rejected.inc(reason="bad_offer")
+            return _error(exc.status, f"offer {exc.reason}", **({"Connection": "close"} if exc.status == 408 else {}))
+        params, parse_error = None, "body must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}"
+        try:
+            params = loads_limited(body, cfg.max_offer_bytes, max_depth=8, what="offer")
+        except MessageError as exc:
+            parse_error = str(exc)
         if not self._token_ok(request, params if isinstance(params, dict) else None):
             m.sessions_rejected.inc(reason="auth")
             return _error(401, "missing or wrong token")
         if not isinstance(params, dict):
             m.sessions_rejected.inc(reason="bad_offer")
-            return _error(400, "body must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}")
+            return _error(400, parse_error)
         sdp, kind = params.get("sdp"), params.get("type")
         reason = None
         if kind != "offer":
@@ -221,7 +265,8 @@ class Server:
 
         self._pending += 1
         session = Session(uuid.uuid4().hex[:12], self.restorer, cfg.session_config(), m,
-                          on_closed=self._session_closed, model_name=self.model_name)
+                          on_closed=self._session_closed, model_name=self.model_name,
+                          messages_rejected=self.messages_rejected)
         try:
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         except OfferError as exc:
@@ -253,15 +298,20 @@ def create_app(config: ServerConfig, restorer: Any | None) -> web.Application:
 
 
 def run_server(config: ServerConfig, restorer: Any | None, loopback_candidates: str = "auto") -> None:
-    """Serve until interrupted; prints the URL to open.
+    """Serve until interrupted; logs the URL to open (never the token).
 
-    ``loopback_candidates``: ``"auto"`` offers 127.0.0.1 as an ICE host candidate (next to the
-    real interfaces) when bound to loopback; ``"only"``/``"add"``/``"off"`` force a mode.
+    ICE host candidates: ``loopback_candidates="auto"`` follows ``config.ice_interfaces``
+    (``"bind"``: only the bound address: 127.0.0.1 on loopback, that address on a specific one,
+    every interface on a wildcard bind; ``"all"``: every interface). ``"only"`` forces 127.0.0.1,
+    ``"add"`` adds 127.0.0.1 to every interface, ``"off"`` leaves aioice alone.
     """
     mode = loopback_candidates
     if mode == "auto":
-        mode = "add" if is_loopback_host(config.host) else "off"
-    use_loopback_candidates(mode)  # type: ignore[arg-type]
+        restrict_host_candidates(host_candidate_addresses(config.host, config.ice_interfaces))
+    else:
+        from .ice import use_loopback_candidates
+
+        use_loopback_candidates(mode)  # type: ignore[arg-type]
     app = create_app(config, restorer)
     ssl_context = None
     if config.tls_cert:
@@ -271,11 +321,12 @@ def run_server(config: ServerConfig, restorer: Any | None, loopback_candidates: 
         ssl_context.load_cert_chain(str(config.tls_cert), str(config.tls_key) if config.tls_key else None)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     url = f"{'https' if ssl_context else 'http'}://{host}:{config.port}/"
+    note = ""
     if config.token:
-        url += f"?token={config.token}"
-    note = "" if is_loopback_host(config.host) else f" (bound to {config.host}: /offer requires the token)"
-    print(f"osdface-rtc serving on {url}{note}", flush=True)
+        note = " (token required: open the page with ?token=<your token>)"
+    elif not is_loopback_host(config.host):
+        note = f" (bound to {config.host})"
+    log.info("osdface-rtc serving on %s%s", url, note)
     if not ssl_context and not is_loopback_host(config.host):
-        print("note: browsers only give the page a camera on https:// or localhost; use --tls-cert/--tls-key",
-              flush=True)
+        log.warning("browsers only give the page a camera on https:// or localhost; use --tls-cert/--tls-key")
     web.run_app(app, host=config.host, port=config.port, print=None, access_log=None, ssl_context=ssl_context)

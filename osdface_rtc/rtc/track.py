@@ -50,13 +50,17 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
+
+from .compare import check_position, compose_split
+from .freshness import Freshness, RateMeter
+
+__all__ = ["EnhanceTrack", "FrameReport", "RateMeter", "RestoreWorker", "TrackConfig", "TrackStats"]
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +76,17 @@ class TrackConfig:
     max_cache_age_ms: float = 1000.0  # older restored faces are not re-used
     #: late frames: "delta" re-warps the last restoration's *change* (restored - its input crop)
     #: to the current landmarks, so the current mouth/eyes stay; "face" re-warps the restored
-    #: face itself (``enh.blend(frame, cached, faces=current)``), which ghosts old expressions.
+    #: face itself (``enh.blend(frame, cached, faces=current)``): the old expression is shown
+    #: over the current face (kept for comparison and for restorers that replace the face).
     rewarp: str = "delta"
     enabled: bool = True  # False: pass frames through (still newest-only)
+    #: frame-exact before/after: left of this share of the width the frame as received, right
+    #: of it the same frame enhanced (see :mod:`.compare`); None = the enhanced frame only
+    compare: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rewarp not in ("delta", "face"):
+            raise ValueError(f"rewarp must be 'delta' or 'face', got {self.rewarp!r}")
 
 
 @dataclass
@@ -88,29 +100,8 @@ class FrameReport:
     width: int = 0
     height: int = 0
     restores_ms: list[float] = field(default_factory=list)  # restorations finished since last frame
-
-
-class RateMeter:
-    """Events per second over a sliding window."""
-
-    def __init__(self, window_s: float = 2.0):
-        self.window_s = window_s
-        self._times: deque[float] = deque()
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-
-    def rate(self, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-        if len(self._times) < 2:
-            return 0.0
-        span = max(now - self._times[0], 1e-6)
-        return len(self._times) / span if span >= self.window_s / 2 else (len(self._times) - 1) / max(
-            self._times[-1] - self._times[0], 1e-6)
+    restored_faces: int = 0  # faces shown with a restoration (on time or re-warped)
+    age_ms: float | None = None  # their restoration's source frame -> this frame (0: on time)
 
 
 @dataclass
@@ -238,6 +229,9 @@ class RestoreWorker:
             jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
             if jobs:
                 self._execute(jobs)
+            # Don't keep the last jobs (enhancer, crops, the future's callbacks into the track)
+            # alive while blocked on the queue: a closed call would stay in memory.
+            job = jobs = nxt = None  # noqa: F841
 
     def _execute(self, jobs: list[_Job]) -> None:
         self.calls += 1
@@ -379,6 +373,7 @@ class EnhanceTrack(MediaStreamTrack):
         self.enhancer = enhancer
         self.config = config or TrackConfig(budget_ms=budget_ms)
         self.stats = TrackStats()
+        self.freshness = Freshness()
         self.fps_in = RateMeter()
         self.fps_out = RateMeter()
         self.on_frame, self.on_skip, self.on_error = on_frame, on_skip, on_error
@@ -422,6 +417,14 @@ class EnhanceTrack(MediaStreamTrack):
         self.config.enabled = bool(value)
 
     @property
+    def compare(self) -> float | None:
+        return self.config.compare
+
+    @compare.setter
+    def compare(self, value: float | None) -> None:
+        self.config.compare = check_position(value)
+
+    @property
     def strength(self) -> float:
         return float(self.enhancer.strength) if self.enhancer is not None else 0.0
 
@@ -458,6 +461,16 @@ class EnhanceTrack(MediaStreamTrack):
         if self._close_enhancer and self.enhancer is not None and hasattr(self.enhancer, "close"):
             self._executor.submit(self.enhancer.close)  # after any running job (one thread)
         self._executor.shutdown(wait=False)
+        # Drop what a stopped track would otherwise keep until the garbage collector runs
+        # (frames, restored faces, callbacks into the owner): see Session.close.
+        self._cache = self._inflight = None
+        self.on_frame = self.on_skip = self.on_error = None
+
+    async def wait_stopped(self) -> None:
+        """After :meth:`stop`: wait until the track's tasks have ended (they hold frames)."""
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able stats (the DataChannel ``stats`` message body)."""
@@ -470,9 +483,11 @@ class EnhanceTrack(MediaStreamTrack):
             enabled=self.enabled,
             strength=round(self.strength, 3),
             budget_ms=self.budget_ms,
+            compare=self.compare,
             stages_ms={k: round(v, 2) for k, v in self.stats.stages_ms.items()},
             latency_ms=round(self.stats.latency_ms, 2),
         )
+        d.update(self.freshness.snapshot(now))
         return d
 
     # -- internals ----------------------------------------------------------------------------
@@ -502,6 +517,8 @@ class EnhanceTrack(MediaStreamTrack):
             s.fallback_cached += 1
         elif report.outcome == "original":
             s.fallback_original += 1
+        if report.outcome != "off":
+            self.freshness.shown(report.faces, report.restored_faces, report.age_ms)
         self.fps_out.tick(now)
         if self.on_frame is not None:
             try:
@@ -600,7 +617,7 @@ class EnhanceTrack(MediaStreamTrack):
         if not a.faces:
             return plan
 
-        mine = self._submit(a) if a.aligned is not None else None
+        mine = self._submit(a, t_arrival) if a.aligned is not None else None
         if mine is not None:
             t0 = time.monotonic()
             remaining = deadline - t0
@@ -617,21 +634,24 @@ class EnhanceTrack(MediaStreamTrack):
                     report.outcome = "error"  # counted once, by the done callback
                     return plan
                 restored = mine.result()
-                self._set_cache(a.generation, restored, a.aligned)
+                self._set_cache(a.generation, restored, a.aligned, t_arrival)
                 report.outcome, plan.analysis, plan.restored = "enhanced", a, restored
+                report.restored_faces, report.age_ms = len(restored), 0.0
                 return plan
         cache = self._cached_for(a)
         if cache is None:
             report.outcome = "original"
             return plan
-        report.outcome, plan.analysis, plan.restored, plan.rewarp = "cached", a, cache, True
+        cached, original, t_source = cache
+        report.outcome, plan.analysis, plan.restored, plan.rewarp = "cached", a, (cached, original), True
+        report.restored_faces, report.age_ms = len(cached), (t_arrival - t_source) * 1e3
         return plan
 
     def _analyze(self, frame: VideoFrame, align: bool) -> _Analysis:
         """Worker thread: convert, (reset on a new resolution), detect + smooth, align."""
         enh = self.enhancer
         t0 = time.perf_counter()
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame.to_ndarray(format="rgb24", threads=1)  # no per-frame sws thread pool
         t1 = time.perf_counter()
         size = rgb.shape[:2]
         if size != self._size:
@@ -660,12 +680,15 @@ class EnhanceTrack(MediaStreamTrack):
             out = self.enhancer.blend(a.rgb, cached, faces=a.faces, original=original)
         else:
             out = self.enhancer.blend(a.rgb, restored, original=a.aligned)
-        vf = VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p")
+        split = self.config.compare
+        if split is not None and out.shape == a.rgb.shape:
+            out = compose_split(a.rgb, out, split)
+        vf = VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p", threads=1)
         vf.pts, vf.time_base = frame.pts, frame.time_base
         report.stages_ms["blend"] = (time.perf_counter() - t0) * 1e3
         return vf
 
-    def _submit(self, a: _Analysis) -> concurrent.futures.Future:
+    def _submit(self, a: _Analysis, t_source: float) -> concurrent.futures.Future:
         t_submit = time.monotonic()
         fut = self._worker.submit(self.enhancer, a.aligned)
         self._inflight = fut
@@ -674,7 +697,7 @@ class EnhanceTrack(MediaStreamTrack):
         def done(f: concurrent.futures.Future) -> None:  # worker thread
             elapsed = (time.monotonic() - t_submit) * 1e3
             try:
-                loop.call_soon_threadsafe(self._restore_done, f, a.generation, a.aligned, elapsed)
+                loop.call_soon_threadsafe(self._restore_done, f, a.generation, a.aligned, elapsed, t_source)
             except RuntimeError:  # loop closed: the track is gone
                 pass
 
@@ -682,7 +705,7 @@ class EnhanceTrack(MediaStreamTrack):
         return fut
 
     def _restore_done(self, fut: concurrent.futures.Future, generation: int, aligned: Any,
-                      elapsed_ms: float) -> None:
+                      elapsed_ms: float, t_source: float) -> None:
         if self._inflight is fut:
             self._inflight = None
         if fut.cancelled():
@@ -695,29 +718,33 @@ class EnhanceTrack(MediaStreamTrack):
         if exc is not None:
             self._count_error(exc)
         else:
-            self._set_cache(generation, fut.result(), aligned)
+            self.freshness.restored()
+            self._set_cache(generation, fut.result(), aligned, t_source)
 
-    def _set_cache(self, generation: int, restored: Any, aligned: Any) -> None:
+    def _set_cache(self, generation: int, restored: Any, aligned: Any, t_source: float) -> None:
+        """Keep the newest restoration (by its source frame's arrival) with its input crops."""
         if generation == self._generation and len(restored):
-            self._cache, self._cache_time = (restored, aligned), time.monotonic()
+            if self._cache is None or t_source >= self._cache[2]:
+                self._cache, self._cache_time = (restored, aligned, t_source), time.monotonic()
 
-    def _cached_for(self, a: _Analysis) -> tuple[Any, Any] | None:
-        """The last restoration (and its input crops) for the faces still present, in the order
-        of ``a.faces``; None when stale, from another resolution or of other faces."""
+    def _cached_for(self, a: _Analysis) -> tuple[Any, Any, float] | None:
+        """The last restoration, its input crops (for the faces still present, in the order of
+        ``a.faces``) and its source frame's arrival time; None when stale, from another
+        resolution or of other faces."""
         if self._cache is None or a.generation != self._generation:
             return None
         if (time.monotonic() - self._cache_time) * 1e3 > self.config.max_cache_age_ms:
             return None
         from ..pipeline.types import AlignedFaces
 
-        restored, original = self._cache
+        restored, original, t_source = self._cache
         pos = {tid: i for i, tid in enumerate(restored.track_ids)}
         ids = [f.track_id for f in a.faces if f.track_id in pos]
         if not ids:
             return None
         idx = [pos[t] for t in ids]
         pick = lambda af: AlignedFaces(crops=af.crops[idx], affines=af.affines[idx], track_ids=ids)  # noqa: E731
-        return pick(restored), pick(original)
+        return pick(restored), pick(original), t_source
 
     def _count_error(self, exc: BaseException) -> None:
         self.stats.errors += 1

@@ -14,12 +14,15 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from ..paths import faces_dir
-from .degrade import CACHE_DIR, DegradeConfig, degrade
+from ..paths import CACHE_DIR, faces_dir
+
+if TYPE_CHECKING:
+    from .degrade import DegradeConfig
 
 log = logging.getLogger("osdface_rtc")
 
@@ -131,9 +134,58 @@ class PairDataset:
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         hq = self.hq[i]
         if self.pool is None:
+            from .degrade import degrade  # PyAV: only for inline degradation
+
             lq = degrade(np.ascontiguousarray(hq), rng, None, self.cfg)
         else:
             lq = self.pool[(int(i) + self.epoch) % len(self.pool), i]
         if self.flip and rng.random() < 0.5:
             hq, lq = hq[:, ::-1], lq[:, ::-1]
         return np.ascontiguousarray(lq), np.ascontiguousarray(hq)
+
+
+@dataclass
+class FixedPairs:
+    """Precomputed ``(lq, hq)`` pairs (``N x S x S x 3`` uint8 each), e.g. live-path crops from
+    :func:`osdface_rtc.data.livepairs.build_live_pairs`; mirrored with probability 0.5."""
+
+    lq: np.ndarray
+    hq: np.ndarray
+    seed: int = 0
+    flip: bool = True
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lq.shape != self.hq.shape:
+            raise ValueError(f"lq {self.lq.shape} and hq {self.hq.shape} differ")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lq)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lq, hq = self.lq[i], self.hq[i]
+        if self.flip and np.random.default_rng([self.seed, self.epoch, int(i), 1]).random() < 0.5:
+            lq, hq = lq[:, ::-1], hq[:, ::-1]
+        return np.ascontiguousarray(lq), np.ascontiguousarray(hq)
+
+
+class ConcatPairs:
+    """Several pair datasets as one (items numbered in order); ``set_epoch`` reaches all."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = [p for p in parts if len(p)]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def set_epoch(self, epoch: int) -> None:
+        for p in self.parts:
+            p.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.parts[k][int(i - self.offsets[k])]

@@ -33,6 +33,7 @@ import fractions
 import hashlib
 import logging
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ import av
 import cv2
 import numpy as np
 
-from ..paths import REPO_ROOT
+from ..paths import CACHE_DIR
 
 log = logging.getLogger("osdface_rtc")
 
@@ -52,8 +53,6 @@ LEVELS: tuple[str, ...] = ("mild", "medium", "severe")
 #: PyAV encoder names per codec.
 ENCODERS: dict[str, str] = {"vp8": "libvpx", "h264": "libx264"}
 
-#: Default cache folder (git-ignored).
-CACHE_DIR = REPO_ROOT / ".cache"
 
 
 @dataclass(frozen=True)
@@ -349,7 +348,8 @@ def build_lq_pool(
             for v in range(n_variants) for s in range(0, len(faces), chunk)]
     bar = _progress(n_variants * len(faces), progress, "degrading")
     if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
+        # spawn, not fork: the parent may run torch/mediapipe threads (fork then corrupts malloc)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             for job, res in zip(jobs, ex.map(_degrade_chunk, jobs)):
                 out[job[2], job[1]:job[1] + len(res)] = res
                 bar.update(len(res))

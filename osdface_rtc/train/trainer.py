@@ -36,13 +36,19 @@ from ..model.network import OSDFaceNet
 from ..model.restorer import to_tensor, to_uint8
 
 if TYPE_CHECKING:
-    from .data import PairDataset
+    from .data import ConcatPairs, PairDataset
 
 log = logging.getLogger("osdface_rtc")
 
 STAGES: tuple[str, ...] = ("vae", "vre", "main")
 
 #: Network sizes per preset (``OSDFaceNet`` keyword arguments).
+#: The GPU preset: the same formulation with a 1.5x wider UNet (~2x the UNet FLOPs; the live CPU
+#: runtime must stay <= 40 ms/face: measure before shipping).
+GPU_MODEL: dict = dict(face_size=128, latent_channels=8, vae_channels=(16, 32, 32),
+                       unet_channels=(48, 96, 144), unet_attn_levels=1, attention_head_dim=48,
+                       prompt_dim=128, vre_channels=32, vre_grid=8, codebook_size=256,
+                       code_dim=64, norm_num_groups=8)
 TINY_MODEL: dict = dict(face_size=32, latent_channels=4, vae_channels=(8, 16), unet_channels=(16, 32),
                         attention_head_dim=8, prompt_dim=16, vre_channels=8, vre_grid=4,
                         codebook_size=16, code_dim=8, norm_num_groups=4)
@@ -88,15 +94,29 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 250
     ckpt_every: int = 100
+    live_photos: int = 0  # live-path pairs from this many sharp train photos (-1 = all; 0 = off)
+    live_clips: bool = True  # with live_photos: also the clips in <data>/videos/train
+    live_clip_variants: int = 2  # random call conditions per training clip
+    live_val_conditions: tuple[str, ...] = ("x2-vp8-300k", "x3-vp8-120k", "x4-vp8-80k")
+    pack: str | None = None  # train/val pairs from a tar of osdface_rtc.train.pack (no faces folder)
+    slim_ckpt: bool = False  # checkpoints without optimiser state, weights in bf16 (small to carry)
     clean_targets_with: str | None = None  # IDM extrinsic: restore the HQ targets first
     init: str | None = None  # start from a saved model folder (skips stages A and B)
     progress: bool = True
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TrainConfig:
-        """``"real"`` (the shipped model) or ``"tiny"`` (tests: seconds on CPU)."""
+        """``"real"`` (the shipped model: crop-level + live-path pairs, CPU-sized), ``"gpu"``
+        (a wider net trained from scratch at batch 64 on a packed pair set, in calls of a few
+        minutes with slim checkpoints) or ``"tiny"`` (tests: seconds on CPU)."""
         if name == "real":
-            cfg = cls()
+            cfg = cls(live_photos=-1)
+        elif name == "gpu":
+            cfg = cls(model=dict(GPU_MODEL), pack=".pack/pairs.tar", batch_size=64, lr=5e-4,
+                      steps={"vae": 1500, "vre": 800, "main": 200_000}, max_minutes=22.0,
+                      lr_decay_from=0.6, ema_decay=0.999, disc_start=200_000, val_count=48,
+                      eval_every=500, ckpt_every=250, slim_ckpt=True, progress=False,
+                      pool_workers=8)
         elif name == "tiny":
             cfg = cls(model=dict(TINY_MODEL), train_limit=48, sharp_fraction=1.0, pool_variants=0,
                       batch_size=4, steps={"vae": 5, "vre": 6, "main": 40}, lr=2e-3,
@@ -104,7 +124,7 @@ class TrainConfig:
                       eval_every=15, ckpt_every=10, progress=False, disc_channels=8,
                       threads=1)
         else:
-            raise ValueError(f"unknown preset {name!r}: 'real' or 'tiny'")
+            raise ValueError(f"unknown preset {name!r}: 'real', 'gpu' or 'tiny'")
         known = {f.name for f in fields(cls)}
         bad = set(overrides) - known
         if bad:
@@ -170,9 +190,10 @@ class TrainData:
     """HQ targets, their LQ pool (or None for inline degradation) and fixed val pairs."""
 
     hq: np.ndarray
-    pairs: PairDataset
+    pairs: PairDataset | ConcatPairs
     val_hq: np.ndarray
-    val_lq: dict[str, np.ndarray]
+    #: level -> (lq, hq) val pairs: the crop-level presets (hq = val_hq) and live-path conditions
+    val: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def clean_targets(faces: np.ndarray, spec: str, device: str, batch: int = 16) -> np.ndarray:
@@ -188,6 +209,13 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
     """Load the train/val faces of ``cfg.data`` at the model's face size and build the data."""
     from .data import load_faces
 
+    if cfg.pack:
+        from .data import FixedPairs
+        from .pack import read_pack
+
+        (lq, hq), val = read_pack(cfg.pack)
+        log.info("pack %s: %d train pairs, val %s", cfg.pack, len(lq), sorted(val))
+        return TrainData(hq, FixedPairs(lq, hq, seed=cfg.seed), next(iter(val.values()))[1], val)
     size = int(cfg.model["face_size"])
     faces = np.asarray(load_faces("train", size, cfg.train_limit, data_dir=cfg.data))
     val_hq = np.asarray(load_faces("val", size, cfg.val_count, data_dir=cfg.data))
@@ -197,7 +225,7 @@ def prepare_data(cfg: TrainConfig) -> TrainData:
 def build_data(cfg: TrainConfig, faces: np.ndarray, val_hq: np.ndarray) -> TrainData:
     """Filter (and optionally clean) the HQ targets, build the LQ pool and the fixed val pairs."""
     from ..evaluate.runner import degrade_level
-    from .data import PairDataset, laplacian_variance
+    from .data import ConcatPairs, PairDataset, laplacian_variance
     from .degrade import LEVELS, build_lq_pool
 
     sharp = laplacian_variance(faces)
@@ -211,8 +239,14 @@ def build_data(cfg: TrainConfig, faces: np.ndarray, val_hq: np.ndarray) -> Train
     if cfg.pool_variants > 0:
         pool = build_lq_pool(hq, cfg.pool_variants, seed=cfg.seed, workers=cfg.pool_workers,
                              progress=cfg.progress)
-    val_lq = {lv: degrade_level(val_hq, lv, seed=cfg.seed) for lv in LEVELS}
-    return TrainData(hq, PairDataset(hq, pool=pool, seed=cfg.seed), val_hq, val_lq)
+    val = {lv: (degrade_level(val_hq, lv, seed=cfg.seed), val_hq) for lv in LEVELS}
+    pairs = PairDataset(hq, pool=pool, seed=cfg.seed)
+    if cfg.live_photos:
+        from .livedata import live_train_pairs, live_val_pairs
+
+        pairs = ConcatPairs([pairs, live_train_pairs(cfg)])
+        val.update(live_val_pairs(cfg))
+    return TrainData(hq, pairs, val_hq, val)
 
 
 def batches(data: TrainData, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -289,8 +323,16 @@ class Trainer:
                     main_minutes=self.main_minutes, config=asdict(self.cfg))
 
     def save_checkpoint(self) -> None:
+        """``ckpt.pt``; with ``slim_ckpt`` only the EMA (bf16), the small modules and counters:
+        a resume then restarts the trained net from the EMA with fresh optimiser moments."""
+        st = self.state()
+        if self.cfg.slim_ckpt:
+            def half(sd: dict) -> dict:
+                return {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+            st = {k: v for k, v in st.items() if k not in ("net", "opt", "opt_d")}
+            st.update(ema=half(st["ema"]), disc=half(st["disc"]), slim=True)
         tmp = self.out / "ckpt.pt.tmp"
-        torch.save(self.state(), tmp)
+        torch.save(st, tmp)
         tmp.replace(self.out / "ckpt.pt")
 
     def load_checkpoint(self) -> None:
@@ -298,6 +340,17 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         st = torch.load(path, map_location=self.device, weights_only=False)
+        if st.get("slim"):
+            self.ema.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in st["ema"].items()})
+            self.net.load_state_dict(self.ema.state_dict())
+            self.disc.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in st["disc"].items()})
+            self.vre_hq.load_state_dict(st["vre_hq"])
+            self.latent_head.load_state_dict(st["latent_head"])
+            self.stage, self.step = st["stage"], st["step"]
+            self.main_minutes = float(st.get("main_minutes", 0.0))
+            self.opt = self._make_opt()
+            log.info("resumed slim %s at stage %s step %d (net from EMA, fresh optimiser)", path, self.stage, self.step)
+            return
         self.net.load_state_dict(st["net"])
         self.ema.load_state_dict(st["ema"])
         self.vre_hq.load_state_dict(st["vre_hq"])
@@ -456,16 +509,16 @@ class Trainer:
         model = model or self.ema
         mask = face_mask(data.val_hq.shape[1])
         res = {}
-        for lv, lq in data.val_lq.items():
-            out = np.concatenate([
-                to_uint8(model(to_tensor(lq[i:i + 16], self.device, torch.float32)))
-                for i in range(0, len(lq), 16)
-            ])
-            res[f"psnr_{lv}"] = float(np.mean([psnr(o, h, mask) for o, h in zip(out, data.val_hq)]))
+        for lv, (lq, hq) in data.val.items():
+            out = run_model(model, lq, self.device)
+            res[f"psnr_{lv}"] = float(np.mean([psnr(o, h, mask) for o, h in zip(out, hq)]))
         return res
 
-    def run(self, data: TrainData) -> OSDFaceNet:
-        """Run (or continue) every stage; returns the EMA model (what gets shipped)."""
+    def run(self, data: TrainData, deadline: float | None = None) -> OSDFaceNet:
+        """Run (or continue) every stage; returns the EMA model (what gets shipped).
+
+        ``deadline`` (a ``time.time()`` value): stop this call there with a checkpoint, to be
+        continued with ``--resume`` (e.g. one device call of a few minutes at a time)."""
         from tqdm import tqdm
 
         c = self.cfg
@@ -479,6 +532,13 @@ class Trainer:
             it = batches(data, c.batch_size, c.seed + STAGES.index(stage), self.step)
             t_last = time.time()
             while self.step < total:
+                if deadline is not None and time.time() > deadline:
+                    log.info("this call's time is up at %s step %d: checkpoint saved, --resume continues",
+                             stage, self.step)
+                    bar.close()
+                    self.save_checkpoint()
+                    plot_losses(self.log_file, self.out / "loss.png")
+                    return self.ema
                 if stage == "vre" and self.step == total // 2:
                     self.init_codebook(data)
                 if stage == "main":
@@ -557,6 +617,13 @@ def plot_losses(log_file: Path, png: Path) -> bool:
 # ----------------------------------------------------------------------------- report
 
 @torch.no_grad()
+def run_model(model: OSDFaceNet, lq: np.ndarray, device: torch.device, batch: int = 16) -> np.ndarray:
+    """``model`` over uint8 faces in batches (fp32), uint8 out."""
+    return np.concatenate([to_uint8(model(to_tensor(lq[i:i + batch], device, torch.float32)))
+                           for i in range(0, len(lq), batch)])
+
+
+@torch.no_grad()
 def evaluate_levels(model: OSDFaceNet, data: TrainData, device: torch.device) -> dict[str, dict[str, float]]:
     """Face-region PSNR / SSIM per level for the degraded input, the classical restorer and ``model``."""
     from ..evaluate.metrics import face_mask, psnr, ssim
@@ -566,18 +633,11 @@ def evaluate_levels(model: OSDFaceNet, data: TrainData, device: torch.device) ->
     mask = face_mask(data.val_hq.shape[1])
     classical = ClassicalRestorer(face_size=data.val_hq.shape[1])
     res: dict[str, dict[str, float]] = {}
-    for lv, lq in data.val_lq.items():
-        outs = {
-            "input": lq,
-            "classical": classical.restore(lq),
-            "model": np.concatenate([
-                to_uint8(model(to_tensor(lq[i:i + 16], device, torch.float32)))
-                for i in range(0, len(lq), 16)
-            ]),
-        }
+    for lv, (lq, hq) in data.val.items():
+        outs = {"input": lq, "classical": classical.restore(lq), "model": run_model(model, lq, device)}
         for name, out in outs.items():
-            res.setdefault(name, {})[f"psnr_{lv}"] = float(np.mean([psnr(o, h, mask) for o, h in zip(out, data.val_hq)]))
-            res[name][f"ssim_{lv}"] = float(np.mean([ssim(o, h, mask) for o, h in zip(out, data.val_hq)]))
+            res.setdefault(name, {})[f"psnr_{lv}"] = float(np.mean([psnr(o, h, mask) for o, h in zip(out, hq)]))
+            res[name][f"ssim_{lv}"] = float(np.mean([ssim(o, h, mask) for o, h in zip(out, hq)]))
     return res
 
 
@@ -609,13 +669,20 @@ def write_model_card(out: Path, cfg: TrainConfig, trainer: Trainer, data: TrainD
     weights = out / "diffusion_pytorch_model.safetensors"
     size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
     metrics = evaluate_levels(model, data, trainer.device)
-    levels = list(data.val_lq)
+    levels = list(data.val)
     table = ["| method | " + " | ".join(f"{lv} PSNR / SSIM" for lv in levels) + " |",
              "|---|" + "---|" * len(levels)]
     for name, m in metrics.items():
         table.append(f"| {name} | " + " | ".join(f"{m[f'psnr_{lv}']:.2f} / {m[f'ssim_{lv}']:.4f}" for lv in levels) + " |")
     ms1, ms8 = cpu_speed_ms(model, 1), cpu_speed_ms(model, 8)
     mc = model.config
+    live_text = ""
+    if cfg.live_photos or cfg.pack:
+        live_text = ("**Live-path pairs** (`osdface_rtc.data.livepairs`" + (", from the pack " + str(cfg.pack) if cfg.pack else "")
+                     + "): train faces placed in webcam frames and the training clips, the whole frame "
+                     "sent through a random call condition (downscale, real VP8/H.264 at a call bitrate), "
+                     "cropped by the pipeline's own detector and aligner on the damaged frame; HQ from the "
+                     "clean frame at the same affine.\n")
     text = f"""# osdface-rtc one-step face restorer ({mc.face_size}px)
 
 OSDFace formulation (arXiv 2411.17163) trained from scratch in this project with diffusers
@@ -644,7 +711,8 @@ train faces by variance of the Laplacian ({len(data.hq)} faces{"" if cfg.train_l
 `osdface_rtc.train.degrade`: colour/exposure, Gaussian or motion blur, downscale ×1–8, Gaussian
 and shot noise, **real VP8 / H.264 encoding through PyAV** (or JPEG), Lanczos/bicubic/bilinear
 upscale back. {"Precomputed pool of " + str(cfg.pool_variants) + " random variants per face." if cfg.pool_variants else "Degraded on the fly."}
-Evaluation uses the fixed `mild` / `medium` / `severe` presets.
+{live_text}Evaluation uses the fixed `mild` / `medium` / `severe` crop presets{" and live-path conditions" if cfg.live_photos or cfg.pack else ""}
+(the table below); the pipeline-level numbers come from `osdface-rtc eval --live` / `--video`.
 
 ## Training (`osdface-rtc train`, batch {cfg.batch_size}, AdamW lr {cfg.lr}, EMA {cfg.ema_decay})
 | stage | steps run | losses |
@@ -665,15 +733,17 @@ for LPIPS/DISTS, and there is no identity loss. Loss curves: `loss.png` in the r
                                                       cpu_ms_per_face_b8=ms8, steps=steps_run), indent=2))
 
 
-def train(cfg: TrainConfig, resume: bool = False, data: TrainData | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, data: TrainData | None = None,
+          for_minutes: float | None = None) -> Path:
     """Run a whole training and ``save_pretrained`` the EMA model into ``cfg.out/model``.
 
-    ``data`` (from :func:`build_data`) skips loading the face folder (tests).
+    ``data`` (from :func:`build_data`) skips loading the face folder (tests). ``for_minutes``:
+    stop this call after that long (checkpoint and model saved; ``resume=True`` continues).
     """
     t0 = time.time()
     trainer = Trainer(cfg, resume=resume)
     data = data if data is not None else prepare_data(cfg)
-    model = trainer.run(data)
+    model = trainer.run(data, deadline=t0 + 60 * for_minutes if for_minutes else None)
     out = Path(cfg.out) / "model"
     model.save_pretrained(out)
     write_model_card(out, cfg, trainer, data, minutes=(time.time() - t0) / 60)
