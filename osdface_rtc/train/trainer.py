@@ -102,6 +102,7 @@ class TrainConfig:
     slim_ckpt: bool = False  # checkpoints without optimiser state, weights in bf16 (small to carry)
     clean_targets_with: str | None = None  # IDM extrinsic: restore the HQ targets first
     init: str | None = None  # start from a saved model folder (skips stages A and B)
+    init_face_size: int | None = None  # with init: re-target it to this face size (see retarget)
     progress: bool = True
 
     @classmethod
@@ -181,6 +182,23 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 15, seed: int = 0) -> torch.Ten
             else:  # re-seed an empty cluster with a random point
                 centres[j] = x[torch.randint(len(x), (1,), generator=g)].squeeze(0)
     return centres
+
+
+def retarget(net: OSDFaceNet, face_size: int) -> OSDFaceNet:
+    """The same weights as a model for another face size.
+
+    Every layer of :class:`OSDFaceNet` is convolutional or attention over tokens, so the weights
+    do not depend on the face size; only the VRE grid scales with it (``face_size / grid`` stays
+    the same power of two, e.g. 128/8 -> 160/10 or 192/12). Fine-tune afterwards: the features
+    were learned at the old scale.
+    """
+    cfg = {k: v for k, v in net.config.items() if not k.startswith("_")}
+    cell = cfg["face_size"] // cfg["vre_grid"]
+    if face_size % cell:
+        raise ValueError(f"face size {face_size} is not a multiple of the VRE cell {cell}px")
+    new = OSDFaceNet(**{**cfg, "face_size": int(face_size), "vre_grid": face_size // cell})
+    new.load_state_dict(net.state_dict(), strict=True)
+    return new
 
 
 # ----------------------------------------------------------------------------- data
@@ -280,7 +298,10 @@ class Trainer:
         if cfg.init:
             from ..model.network import load_network
 
-            self.net = load_network(cfg.init).train()
+            self.net = load_network(cfg.init)
+            if cfg.init_face_size and cfg.init_face_size != self.net.config.face_size:
+                self.net = retarget(self.net, cfg.init_face_size)
+            self.net.train()
             cfg.model = {k: v for k, v in self.net.config.items() if not k.startswith("_")}
         else:
             self.net = OSDFaceNet(**cfg.model)
