@@ -86,7 +86,7 @@ async def test_two_sessions_share_one_restorer(clip):
     """Two calls at once: one restorer object and worker thread, one FaceEnhancer each."""
     import asyncio
 
-    from osdface_rtc.rtc.track import restore_worker_for
+    from osdface_rtc.rtc.worker import restore_worker_for
 
     restorer = StripeRestorer(delay_s=0.04)
     async with running_server(ServerConfig(port=0, budget_ms=25), restorer) as (base, server):

@@ -147,17 +147,42 @@ def test_public_exports():
 
     assert osdface_rtc.EnhanceTrack is EnhanceTrack
     assert osdface_rtc.FaceEnhancer is FaceEnhancer
-    doc = EnhanceTrack.__module__ and __import__("osdface_rtc.rtc.track", fromlist=["x"]).__doc__
-    assert "EnhanceTrack(track, FaceEnhancer(restorer=restorer), budget_ms=25)" in doc
+
+
+def test_budget_has_one_way_in():
+    """The documented ``EnhanceTrack(track, enhancer, budget_ms=25)`` sets the budget; a config
+    carries it otherwise; both at once is an error, not a silently ignored argument."""
+    from osdface_rtc.rtc.track import TrackConfig
+
+    enh = FaceEnhancer(restorer=StripeRestorer())
+    try:
+        assert EnhanceTrack(ListSource([]), enh, budget_ms=25).budget_ms == 25
+        assert EnhanceTrack(ListSource([]), enh, config=TrackConfig(budget_ms=7)).budget_ms == 7
+        assert EnhanceTrack(ListSource([]), enh).budget_ms == TrackConfig().budget_ms
+        with pytest.raises(TypeError):
+            EnhanceTrack(ListSource([]), enh, budget_ms=25, config=TrackConfig(budget_ms=7))
+    finally:
+        enh.close()
+
+
+async def test_budget_argument_is_used(clip480):
+    """A 100 ms restorer within ``budget_ms=600`` (the argument): frames wait for it and are
+    restored on time (the default 25 ms budget would re-warp them all)."""
+    src = ListSource(clip480, fps=15, loops=3)
+    track, reports = make(src, StripeRestorer(delay_s=0.1), budget_ms=600)
+    await pull(track, 8)
+    track.stop()
+    outcomes = [r.outcome for r in reports]
+    assert outcomes.count("enhanced") >= 6, outcomes
+    assert all(r.stages_ms["wait"] >= 50 for r in reports if r.outcome == "enhanced"), reports
 
 
 def test_restore_worker_batches_queued_jobs():
     """Jobs of several tracks that queue up while the restorer is busy go in one batched call."""
     from osdface_rtc.pipeline.types import AlignedFaces
-    from osdface_rtc.rtc.track import RestoreWorker
+    from osdface_rtc.rtc.worker import RestoreWorker
 
     r = StripeRestorer(delay_s=0.15)
-    enh = FaceEnhancer(restorer=r)
     worker = RestoreWorker(r)
     rng = np.random.default_rng(0)
 
@@ -165,10 +190,10 @@ def test_restore_worker_batches_queued_jobs():
         crops = rng.integers(0, 255, (n, 128, 128, 3), dtype=np.uint8)
         return AlignedFaces(crops=crops, affines=np.zeros((n, 2, 3)), track_ids=list(range(n)))
 
-    first = worker.submit(enh, job(1))
+    first = worker.submit(job(1))
     time.sleep(0.05)  # the worker is now busy with `first`
     jobs = [job(2), job(1), job(3)]
-    futures = [worker.submit(enh, j) for j in jobs]
+    futures = [worker.submit(j) for j in jobs]
     outs = [f.result(timeout=5) for f in futures]
     first.result(timeout=5)
     assert worker.calls == 2 and worker.batched_calls == 1 and r.calls == 2
@@ -176,4 +201,3 @@ def test_restore_worker_batches_queued_jobs():
         assert o.crops.shape == j.crops.shape and o.track_ids == j.track_ids
         np.testing.assert_array_equal(o.crops, r.restore(j.crops))
     worker.close()
-    enh.close()

@@ -1,14 +1,14 @@
 """FaceEnhancer: one frame in, one frame out (detect -> smooth -> align -> restore -> blend).
 
-One ``FaceEnhancer`` per stream (it keeps the face tracker's state); the restorer may be shared
-between enhancers (calls into it are serialised by a lock kept per restorer).
+One ``FaceEnhancer`` per stream (it keeps the face tracker's state). A restorer is called from
+one thread at a time: share one between streams through its restore worker
+(:mod:`osdface_rtc.rtc.worker`, what the live server does), not by calling ``restore`` from
+several threads.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -25,19 +25,6 @@ from .types import AlignedFaces, Face
 log = logging.getLogger(__name__)
 
 STAGES = ("detect", "align", "restore", "blend", "total")
-
-_restorer_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-
-
-def restorer_lock(restorer: Restorer) -> threading.Lock:
-    """The lock that serialises calls into one restorer object (shared by all enhancers)."""
-    with _locks_guard:
-        lock = _restorer_locks.get(restorer)
-        if lock is None:
-            lock = _restorer_locks[restorer] = threading.Lock()
-        return lock
-
 
 @dataclass
 class EnhancerConfig:
@@ -104,7 +91,6 @@ class FaceEnhancer:
             )
         )
         self.tracker = FaceTracker(self.config.smooth)
-        self._lock = restorer_lock(restorer)
         self._frame_index = 0
         self.last_timings: dict[str, float] = {k: 0.0 for k in STAGES}
         self.last_faces: list[Face] = []
@@ -144,8 +130,7 @@ class FaceEnhancer:
         """Restore all crops in one batched call."""
         if len(aligned) == 0:
             return aligned
-        with self._lock:
-            crops = self.restorer.restore(aligned.crops)
+        crops = self.restorer.restore(aligned.crops)
         return AlignedFaces(crops=crops, affines=aligned.affines, track_ids=list(aligned.track_ids))
 
     def blend(

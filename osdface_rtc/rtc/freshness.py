@@ -15,31 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .slots import RateMeter
+
 #: A face shown with a restoration at most this old counts as fresh (the project's live goal).
 FRESH_MS = 50.0
-
-
-class RateMeter:
-    """Events per second over a sliding window."""
-
-    def __init__(self, window_s: float = 2.0):
-        self.window_s = window_s
-        self._times: deque[float] = deque()
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-
-    def rate(self, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-        if len(self._times) < 2:
-            return 0.0
-        span = max(now - self._times[0], 1e-6)
-        return len(self._times) / span if span >= self.window_s / 2 else (len(self._times) - 1) / max(
-            self._times[-1] - self._times[0], 1e-6)
 
 
 @dataclass

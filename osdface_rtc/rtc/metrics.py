@@ -86,10 +86,6 @@ class Histogram(_Metric):
             s[-2] += value
             s[-1] += 1
 
-    def count(self, **labels: str) -> float:
-        s = self._series.get(tuple(sorted(labels.items())))
-        return s[-1] if s else 0.0
-
     def render(self) -> list[str]:
         lines = self.header()
         with self._lock:
