@@ -140,7 +140,7 @@ class Session:
             # keep the session or its detector alive.
             built: list[Any] = []
             await loop.run_in_executor(None, functools.partial(
-                _build_into, built, FaceEnhancer, restorer=self.restorer, config=self.config.enhancer))
+                _build_into, built, FaceEnhancer, restorer=self.restorer, config=replace(self.config.enhancer)))
             self.enhancer = built.pop()
         pc = self.pc
         pc.on("datachannel", self._on_datachannel)
