@@ -1,4 +1,5 @@
-"""Helpers for the rtc tests: deterministic test restorers, a fake source track, clip frames."""
+"""Helpers for the rtc tests: deterministic test restorers, a fake source track, clip frames,
+an in-process server, and the check that returned frames were enhanced like a local run."""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +7,7 @@ import contextlib
 import fractions
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +28,9 @@ def clip_path(name: str = CLIP) -> Path | None:
 
 def load_clip_rgb(path: Path, size: tuple[int, int], count: int) -> list[np.ndarray]:
     """First ``count`` frames of a clip, cover-resized + centre-cropped to ``size`` (W, H)."""
-    import av
+    from osdface_rtc.io.clips import read_clip
 
-    from osdface_rtc.rtc.bench import fit_frame
-
-    out = []
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            out.append(fit_frame(f.to_ndarray(format="rgb24"), size))
-            if len(out) >= count:
-                break
-    return out
+    return read_clip(path, size, count)[0]
 
 
 class StripeRestorer:
@@ -137,7 +131,8 @@ async def running_server(config=None, restorer=None) -> AsyncIterator[tuple[str,
 
 def clip_track(size: tuple[int, int] = (640, 480), fps: float = 30.0, max_frames: int = 90):
     """A :class:`StampedClipTrack` of the shared clip (frames are yuv420p arrays)."""
-    from osdface_rtc.rtc.bench import StampedClipTrack, load_clip_yuv
+    from osdface_rtc.io.clips import load_clip_yuv
+    from osdface_rtc.rtc.client import StampedClipTrack
 
     p = clip_path()
     frames, _ = load_clip_yuv(p, size, max_frames)
@@ -146,6 +141,54 @@ def clip_track(size: tuple[int, int] = (640, 480), fps: float = 30.0, max_frames
 
 def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
     return VideoFrame.from_ndarray(yuv, format="yuv420p").to_ndarray(format="rgb24")
+
+
+@dataclass
+class StripeCheck:
+    """A returned frame against a local run of the same pipeline (:func:`stripe_checks`)."""
+
+    fid: int
+    inside_err: float  # mean |returned - sent| where the local run changed the frame (the faces)
+    outside_err: float  # the same where it did not (codec noise only)
+    corr: float  # correlation of the returned change with the local change, in the faces
+
+    @property
+    def ok(self) -> bool:
+        return self.outside_err < 6.0 and self.inside_err > 3 * self.outside_err and self.corr > 0.5
+
+
+def stripe_checks(kept: dict[int, np.ndarray], frames: list[np.ndarray], min_changed: int = 300) -> list[StripeCheck]:
+    """Frames that came back from a server enhancing with :class:`StripeRestorer` (``kept``: id ->
+    RGB) compared with the sent frame (``frames``: the yuv420p clip, stamped with its id) run
+    through a local ``FaceEnhancer(StripeRestorer(), detector="auto")``: the face regions must
+    change like that, the rest stay as sent. Frames where the local run changes fewer than
+    ``min_changed`` pixels (no face found) are left out."""
+    from osdface_rtc.pipeline.enhancer import FaceEnhancer
+    from osdface_rtc.rtc import frameid
+
+    local = FaceEnhancer(restorer=StripeRestorer(), detector="auto")
+    out = []
+    try:
+        for fid, got in sorted(kept.items()):
+            sent = yuv_to_rgb(frames[fid % len(frames)])
+            frameid.stamp_rgb(sent, fid)
+            expected = local.process(sent).astype(np.float32)
+            local.reset()
+            sent_f, got_f = sent.astype(np.float32), got.astype(np.float32)
+            change = np.abs(expected - sent_f).mean(-1)
+            mask = change > 12
+            if mask.sum() < min_changed:
+                continue
+            outside = change < 0.5
+            pw, ph = frameid.pattern_box(sent.shape[0])
+            outside[: ph + 8, : pw + 8] = False  # the id pattern
+            d_got = got_f - sent_f
+            corr = np.corrcoef(d_got[mask].ravel(), (expected - sent_f)[mask].ravel())[0, 1]
+            out.append(StripeCheck(fid, float(np.abs(d_got).mean(-1)[mask].mean()),
+                                   float(np.abs(d_got).mean(-1)[outside].mean()), float(corr)))
+    finally:
+        local.close()
+    return out
 
 
 async def wait_until(pred, timeout: float, step: float = 0.1) -> bool:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from osdface_rtc.cli import main
-from osdface_rtc.rtc.bench_load import tile_faces
+from osdface_rtc.io.clips import tile_faces
 
 
 def test_tile_faces_keeps_face_scale():

@@ -89,12 +89,15 @@ async def test_stats_endpoint_has_freshness(clip):
     """GET /stats during a real loopback call carries the freshness fields of the session."""
     import aiohttp
 
-    from osdface_rtc.rtc.bench import PeerClient
+    from osdface_rtc.rtc.client import PeerClient
     from osdface_rtc.rtc.server import ServerConfig
+    from osdface_rtc.rtc.session import SessionConfig
+    from osdface_rtc.rtc.track import TrackConfig
     from rtc_util import clip_track, running_server
 
     got: dict = {}
-    async with running_server(ServerConfig(port=0, budget_ms=25), StripeRestorer(delay_s=0.08)) as (base, _):
+    cfg = ServerConfig(port=0, session=SessionConfig(track=TrackConfig(budget_ms=25)))
+    async with running_server(cfg, StripeRestorer(delay_s=0.08)) as (base, _):
         async def poll() -> None:
             await asyncio.sleep(3.0)
             async with aiohttp.ClientSession() as http:

@@ -35,24 +35,20 @@ def write_y4m(src: Path, dst: Path, size: tuple[int, int] = (640, 480), seconds:
     frame carries its id twice: top-left and bottom-right (see :func:`read_split_ids`)."""
     import av
 
+    from osdface_rtc.io.clips import read_clip
     from osdface_rtc.rtc import frameid
-    from osdface_rtc.rtc.bench import fit_frame
 
     pw, ph = frameid.pattern_box(size[1])
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="yuv4mpegpipe") as out:
+    frames, _ = read_clip(src, size, round(seconds * 30))
+    with av.open(str(dst), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=30)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        n = 0
-        for f in inp.decode(video=0):
-            rgb = fit_frame(f.to_ndarray(format="rgb24"), size)
+        for n, rgb in enumerate(frames):
             frameid.stamp_rgb(rgb, n)
             frameid.stamp_rgb(rgb, n, x0=size[0] - pw, y0=size[1] - ph)
             vf = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             for pkt in stream.encode(vf):
                 out.mux(pkt)
-            n += 1
-            if n >= seconds * 30:
-                break
         for pkt in stream.encode():
             out.mux(pkt)
     return dst

@@ -23,9 +23,13 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import VideoStreamTrack
 
-from osdface_rtc.rtc.bench import PeerClient, free_port, wait_healthy
+from osdface_rtc.rtc.bench import free_port, wait_healthy
+from osdface_rtc.rtc.client import PeerClient
 from osdface_rtc.rtc.ice import rtc_configuration
+from osdface_rtc.rtc.httpguard import HttpGuardConfig
+from osdface_rtc.rtc.offer import OfferLimits
 from osdface_rtc.rtc.server import ServerConfig
+from osdface_rtc.rtc.session import SessionConfig
 from rtc_util import StripeRestorer, clip_track, running_server, wait_until
 
 SIZE = (480, 360)
@@ -109,7 +113,7 @@ async def test_bad_datachannel_messages_never_end_the_call(clip):
         server_session.apply_config = broken
         ch.send('{"type":"config","strength":0.5}')
         assert await wait_until(lambda: server_session.handler_errors == 1, 5)
-        assert server.messages_rejected.value(reason="handler") == 1
+        assert server.metrics.value("osdface_messages_rejected_total", reason="handler") == 1
         del server_session.apply_config
 
         # a burst: rate-limited, answered with at most one notice per second
@@ -121,7 +125,7 @@ async def test_bad_datachannel_messages_never_end_the_call(clip):
         notices = [r for r in replies[n:] if r.get("type") == "error"]
         assert 30 <= len(pongs) <= 120, len(pongs)  # burst 40 + 20/s
         assert 1 <= len(notices) <= 3 and "rate limit" in notices[0]["message"]
-        assert server.messages_rejected.value(reason="rate") >= 300
+        assert server.metrics.value("osdface_messages_rejected_total", reason="rate") >= 300
 
         await asyncio.sleep(2.5)  # the bucket refills: valid messages work again
         n = len(replies)
@@ -132,7 +136,7 @@ async def test_bad_datachannel_messages_never_end_the_call(clip):
         extra = [client.pc.createDataChannel(f"extra{i}") for i in range(2)]
         assert await wait_until(lambda: extra[1].readyState == "closed", 5)
         assert extra[0].readyState == "open"
-        assert server.messages_rejected.value(reason="channels") == 1
+        assert server.metrics.value("osdface_messages_rejected_total", reason="channels") == 1
         script_ok["t"] = time.monotonic()
         script_ok["sessions"] = len(server.sessions)
 
@@ -197,7 +201,8 @@ async def test_closed_calls_free_objects_and_threads_without_gc(clip):
 
 
 async def test_origin_host_and_content_type_checked():
-    cfg = ServerConfig(port=0, connect_timeout_s=1.0, allowed_origins=["https://app.example.org"])
+    cfg = ServerConfig(port=0, session=SessionConfig(connect_timeout_s=1.0),
+                       guard=HttpGuardConfig(allowed_origins=["https://app.example.org"]))
     async with running_server(cfg, StripeRestorer()) as (base, server):
         async with aiohttp.ClientSession() as http:
             pc, offer = await offer_with()
@@ -220,7 +225,7 @@ async def test_origin_host_and_content_type_checked():
                 async with http.post(f"{base}/offer", json=offer, headers={"Origin": origin}) as r:
                     assert r.status == 200, await r.text()
             await pc.close()
-        assert server.http_rejected.value(reason="host_origin") == 5
+        assert server.metrics.value("osdface_http_rejected_total", reason="host_origin") == 5
         assert await wait_until(lambda: not server.sessions, 5)
 
 
@@ -258,7 +263,7 @@ class _StallingTrack(VideoStreamTrack):
 
 
 async def test_pings_without_video_do_not_hold_the_slot():
-    cfg = ServerConfig(port=0, peer_timeout_s=1.5)
+    cfg = ServerConfig(port=0, session=SessionConfig(media_timeout_s=1.5))
     async with running_server(cfg, StripeRestorer()) as (base, server):
         client = PeerClient(base)
         closed_by_server: dict = {}
@@ -281,7 +286,8 @@ async def test_pings_without_video_do_not_hold_the_slot():
 
 
 async def test_slow_body_is_timed_out():
-    async with running_server(ServerConfig(port=0, body_timeout_s=1.0), StripeRestorer()) as (base, server):
+    cfg = ServerConfig(port=0, guard=HttpGuardConfig(body_timeout_s=1.0))
+    async with running_server(cfg, StripeRestorer()) as (base, server):
         port = int(base.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -292,11 +298,12 @@ async def test_slow_body_is_timed_out():
         assert head.startswith(b"HTTP/1.1 408"), head
         assert time.monotonic() - t0 < 4
         writer.close()
-        assert server.http_rejected.value(reason="body") == 1
+        assert server.metrics.value("osdface_http_rejected_total", reason="body") == 1
 
 
 async def test_video_tracks_capped_per_call():
-    async with running_server(ServerConfig(port=0, connect_timeout_s=1.0), StripeRestorer()) as (base, server):
+    cfg = ServerConfig(port=0, session=SessionConfig(connect_timeout_s=1.0))
+    async with running_server(cfg, StripeRestorer()) as (base, server):
         async with aiohttp.ClientSession() as http:
             pc, offer = await offer_with(20)
             async with http.post(f"{base}/offer", json=offer) as r:
@@ -304,7 +311,8 @@ async def test_video_tracks_capped_per_call():
                 assert "20 video tracks" in (await r.json())["error"]
             await pc.close()
         assert not server.sessions
-    cfg = ServerConfig(port=0, connect_timeout_s=1.0, max_video_tracks=2)
+    cfg = ServerConfig(port=0, session=SessionConfig(connect_timeout_s=1.0,
+                                                     offer_limits=OfferLimits(max_video_tracks=2)))
     async with running_server(cfg, StripeRestorer()) as (base, server):
         async with aiohttp.ClientSession() as http:
             pc, offer = await offer_with(2)

@@ -9,10 +9,12 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from osdface_rtc.rtc.bench import PeerClient
+from osdface_rtc.rtc.client import PeerClient
 from osdface_rtc.rtc.ice import parse_ice_server, rtc_configuration
 from osdface_rtc.rtc.metrics import parse_prometheus
 from osdface_rtc.rtc.server import ServerConfig
+from osdface_rtc.rtc.session import SessionConfig
+from osdface_rtc.rtc.track import TrackConfig
 from rtc_util import StripeRestorer, clip_track, running_server, vanish, wait_until
 
 SIZE = (480, 360)
@@ -29,7 +31,8 @@ async def real_offer() -> tuple[RTCPeerConnection, dict]:
 
 
 async def test_health_metrics_config_and_page():
-    async with running_server(ServerConfig(port=0, budget_ms=30), StripeRestorer()) as (base, server):
+    cfg = ServerConfig(port=0, session=SessionConfig(track=TrackConfig(budget_ms=30)))
+    async with running_server(cfg, StripeRestorer()) as (base, server):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200 and (await r.json())["status"] == "ok"
@@ -58,21 +61,21 @@ BAD_OFFERS = [
     (b'{"sdp": "v=0\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 0\\r\\n", "type": "offer"}', "no video"),
     (b'{"sdp": "v=0\\r\\no=- 1 1 IN IP4 0.0.0.0\\r\\nm=video 9 UDP/TLS/RTP/SAVPF 96\\r\\nbroken", "type": "offer"}',
      "invalid SDP"),
-    (b'{"sdp": "v=0' + b"a" * 70_000 + b'", "type": "offer"}', "too large"),
+    (b'{"sdp": "v=0' + b"a" * 70_000 + b'", "type": "offer"}', "too large"),  # 413: over max_offer_bytes
 ]
 
 
-async def test_bad_offers_get_400_with_reason():
+async def test_bad_offers_get_4xx_with_reason():
     async with running_server(ServerConfig(port=0), StripeRestorer()) as (base, server):
         async with aiohttp.ClientSession() as http:
             for body, reason in BAD_OFFERS:
                 async with http.post(f"{base}/offer", data=body,
                                      headers={"Content-Type": "application/json"}) as r:
-                    assert r.status == 400, (body[:60], r.status)
+                    assert r.status == (413 if reason == "too large" else 400), (body[:60], r.status)
                     err = (await r.json())["error"]
                     assert reason.lower() in err.lower(), (body[:60], err)
         assert server.sessions == {}
-        assert server.metrics.sessions_rejected.value(reason="bad_offer") == len(BAD_OFFERS)
+        assert server.metrics.value("osdface_sessions_rejected_total", reason="bad_offer") == len(BAD_OFFERS)
 
 
 async def test_token_required_off_loopback_and_checked():
@@ -83,7 +86,8 @@ async def test_token_required_off_loopback_and_checked():
 
     assert main(["serve", "--host", "0.0.0.0", "--passthrough"]) == 2
 
-    async with running_server(ServerConfig(port=0, token="s3cret", connect_timeout_s=2.0), StripeRestorer()) as (base, server):
+    cfg = ServerConfig(port=0, token="s3cret", session=SessionConfig(connect_timeout_s=2.0))
+    async with running_server(cfg, StripeRestorer()) as (base, server):
         pc, offer = await real_offer()
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/offer", json=offer) as r:
@@ -96,7 +100,7 @@ async def test_token_required_off_loopback_and_checked():
                 assert (await r.json())["token_required"] is True
         await pc.close()
         assert await wait_until(lambda: not server.sessions, 8)  # never connects: connect timeout
-        assert server.metrics.sessions_rejected.value(reason="auth") == 2
+        assert server.metrics.value("osdface_sessions_rejected_total", reason="auth") == 2
 
 
 def test_ice_server_urls():
@@ -125,11 +129,11 @@ async def test_session_cap_and_clean_close(clip):
         assert len(result.received) > 10
         # the client closed its peer connection: the session goes within seconds
         assert await wait_until(lambda: not server.sessions, 8), server.sessions
-        assert server.metrics.sessions_rejected.value(reason="full") == 1
+        assert server.metrics.value("osdface_sessions_rejected_total", reason="full") == 1
 
 
 async def test_vanished_peer_is_released(clip):
-    cfg = ServerConfig(port=0, peer_timeout_s=1.5)
+    cfg = ServerConfig(port=0, session=SessionConfig(media_timeout_s=1.5))
     async with running_server(cfg, StripeRestorer()) as (base, server):
         gc.collect()
         tasks_before = len(asyncio.all_tasks())
@@ -165,9 +169,9 @@ def test_metrics_text_format():
     from osdface_rtc.rtc.metrics import ServerMetrics
 
     m = ServerMetrics()
-    m.fallbacks.inc(kind="cached")
-    m.stage_seconds.observe(0.004, stage="detect")
-    m.stage_seconds.observe(0.2, stage="detect")
+    m.fallbacks.labels(kind="cached").inc()
+    m.stage_seconds.labels(stage="detect").observe(0.004)
+    m.stage_seconds.labels(stage="detect").observe(0.2)
     text = m.render()
     assert "# TYPE osdface_stage_seconds histogram" in text
     v = parse_prometheus(text)

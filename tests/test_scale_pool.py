@@ -95,33 +95,9 @@ def test_pool_shared_by_two_media_servers_falls_back_and_resumes(tmp_path, clip)
 
 def pixel_check(results, frames) -> int:
     """Kept frames whose face regions changed like a local run with the same restorer."""
-    from osdface_rtc.pipeline.enhancer import FaceEnhancer
-    from osdface_rtc.rtc import frameid
-    from rtc_util import StripeRestorer, yuv_to_rgb
+    from rtc_util import stripe_checks
 
-    local = FaceEnhancer(restorer=StripeRestorer(), detector="auto")
-    pw, ph = frameid.pattern_box(SIZE[1])
-    ok = 0
-    for res in results:
-        for fid, got in sorted(res.frames.items()):
-            sent = yuv_to_rgb(frames[fid % len(frames)])
-            frameid.stamp_rgb(sent, fid)
-            expected = local.process(sent).astype(np.float32)
-            local.reset()
-            sent_f, got_f = sent.astype(np.float32), got.astype(np.float32)
-            change = np.abs(expected - sent_f).mean(-1)
-            mask = change > 12
-            if mask.sum() < 300:
-                continue
-            outside = change < 0.5
-            outside[: ph + 8, : pw + 8] = False
-            d_got = got_f - sent_f
-            inside_err = np.abs(d_got).mean(-1)[mask].mean()
-            outside_err = np.abs(d_got).mean(-1)[outside].mean()
-            corr = np.corrcoef(d_got[mask].ravel(), (expected - sent_f)[mask].ravel())[0, 1]
-            ok += int(outside_err < 6.0 and inside_err > 3 * outside_err and corr > 0.5)
-    local.close()
-    return ok
+    return sum(c.ok for res in results for c in stripe_checks(res.frames, frames))
 
 
 def burst(url: str, clients: int = 12, faces: int = 8) -> dict:
@@ -186,7 +162,8 @@ async def wait_for(pred, timeout_s: float, what: str) -> float:
 
 
 async def inner(clip: Path, out: Path) -> dict:
-    from osdface_rtc.rtc.bench import StampedClipTrack, load_clip_yuv
+    from osdface_rtc.io.clips import load_clip_yuv
+    from osdface_rtc.rtc.client import StampedClipTrack
     from osdface_rtc.rtc.ice import use_loopback_candidates
     from osdface_rtc.scale import loadgen as lg
 

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
                    help="model runtime: auto = OpenVINO on the CPU when installed, else torch")
-    p.add_argument("--budget-ms", type=float, default=25.0)
+    p.add_argument("--budget-ms", type=float, default=argparse.SUPPRESS,
+                   help="the server's --budget-ms (default: the server's, TrackConfig.budget_ms)")
     p.add_argument("--max-bitrate", type=int, default=None)
     p.add_argument("--fps", type=float, default=None, help="send rate (default: the clip's)")
     p.add_argument("--sessions", default="1",
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..paths import REPO_ROOT, videos_dir
-    from ..rtc.bench import BenchConfig, format_report, parse_resolution, run_bench
+    from ..io.clips import parse_resolution
+    from ..rtc.bench import BenchConfig, format_report, run_bench
 
     clip = Path(args.clip) if args.clip else videos_dir() / "d9.mp4"
     if not clip.is_file():
@@ -65,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or REPO_ROOT / "runs" / "bench" / f"{name}.json"
     cfg = BenchConfig(
         clip=clip, resolution=args.resolution, duration_s=args.duration, warmup_s=args.warmup,
-        codec=args.codec, model=args.model, device=args.device, runtime=args.runtime, budget_ms=args.budget_ms,
+        codec=args.codec, model=args.model, device=args.device, runtime=args.runtime,
         max_bitrate=args.max_bitrate, fps=args.fps, out=out,
         modes=(args.only,) if args.only else ("passthrough", "enhance"),
         sessions=sessions[0], faces=faces[0],
+        **({"budget_ms": args.budget_ms} if hasattr(args, "budget_ms") else {}),  # else BenchConfig's
     )
     if matrix:
         import json

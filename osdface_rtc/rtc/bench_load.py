@@ -1,11 +1,10 @@
-"""Load figures for ``osdface-rtc bench --sessions N --faces K`` (issue 9 §5).
+"""The load matrix of ``osdface-rtc bench --sessions N,.. --faces K,..`` (issue 9 §5).
 
-- :func:`tile_faces`: K faces in one frame -- K side-by-side tiles, each a full-scale centre
-  crop of the clip (so each face keeps its webcam size), tile j shifted in time by j·17 frames
-  so the faces move differently.
-- :func:`pooled`: one configuration's figures over its N concurrent sessions (per-session fps,
-  pooled latency percentiles, per-session restoration age from the DataChannel stats).
+- :func:`run_matrix`: :func:`.bench.run_bench` for every (sessions, faces) pair (K faces are K
+  time-shifted tiles of the clip, :func:`osdface_rtc.io.clips.tile_faces`; one configuration's
+  figures over its N sessions: :func:`.latency.pooled`).
 - :func:`plot_cdf`: end-to-end latency CDF per configuration, one PNG.
+- :func:`format_matrix`: a Markdown table, one row per (sessions, faces).
 """
 from __future__ import annotations
 
@@ -14,57 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench import fit_frame, percentile
-
-
-def tile_faces(frames_rgb: list[np.ndarray], k: int, size: tuple[int, int], shift: int = 17) -> list[np.ndarray]:
-    """``k`` tiles side by side (``size`` = (W, H) of the result), tile j ``j*shift`` frames later."""
-    if k < 1:
-        raise ValueError(f"faces must be >= 1, got {k}")
-    w, h = size
-    if k == 1:
-        return [fit_frame(f, size) for f in frames_rgb]
-    edges = [round(j * w / k / 2) * 2 for j in range(k + 1)]
-    out = []
-    n = len(frames_rgb)
-    for i in range(n):
-        img = np.empty((h, w, 3), np.uint8)
-        for j in range(k):
-            x0, x1 = edges[j], edges[j + 1]
-            img[:, x0:x1] = fit_frame(frames_rgb[(i + j * shift) % n], (x1 - x0, h))
-        out.append(img)
-    return out
-
-
-def latencies_ms(result, warmup_s: float, tail_s: float = 0.5) -> list[float]:
-    """Per matched frame in the measured window: receive - send, ms (same rules as summarize)."""
-    first = min(result.sent.values()) if result.sent else result.start
-    t0, t1 = first + warmup_s, result.end - tail_s
-    arrivals: dict[int, float] = {}
-    for fid, t in result.received:
-        if fid is not None:
-            arrivals.setdefault(fid, t)
-    return [(arrivals[i] - t) * 1e3 for i, t in result.sent.items() if t0 <= t <= t1 and i in arrivals]
-
-
-def pooled(summaries: list[dict[str, Any]], lat: list[list[float]], stats: list[list[dict]]) -> dict[str, Any]:
-    """Figures of one server mode over its N sessions."""
-    allv = [v for s in lat for v in s]
-    per = []
-    for s, st in zip(summaries, stats):
-        last = st[-1] if st else {}
-        per.append({"fps_out": s["fps_out"], "p50": s["latency_ms"]["p50"], "p95": s["latency_ms"]["p95"],
-                    "dropped": s["frames_dropped"], "sent": s["frames_sent"],
-                    "faces": last.get("faces"), "restores_per_s": last.get("restores_per_s"),
-                    "age_p50_ms": last.get("age_p50_ms"), "age_p95_ms": last.get("age_p95_ms"),
-                    "fresh_share": last.get("fresh_share")})
-    return {
-        "sessions": per,
-        "fps_out_min": min((p["fps_out"] for p in per), default=0.0),
-        "fps_out_mean": round(float(np.mean([p["fps_out"] for p in per])), 2) if per else 0.0,
-        "latency_ms": {q: round(percentile(allv, float(q[1:])), 1) for q in ("p50", "p95", "p99")},
-        "latencies_ms": [round(v, 1) for v in allv],
-    }
+from .bench import run_bench
 
 
 def plot_cdf(curves: dict[str, list[float]], path: Path, title: str) -> bool:
@@ -101,8 +50,6 @@ def plot_cdf(curves: dict[str, list[float]], path: Path, title: str) -> bool:
 async def run_matrix(cfg, sessions: list[int], faces: list[int], plot: Path | None = None) -> dict[str, Any]:
     """``run_bench`` for every (sessions, faces) pair; one JSON document and one CDF plot."""
     from dataclasses import replace
-
-    from .bench import run_bench
 
     rows, curves = [], {}
     for k in faces:

@@ -10,7 +10,8 @@
   the bench) are not browsers and are let through (the token is what stops them off loopback).
 - ``POST /offer`` must be ``Content-Type: application/json`` (so a cross-site form or
   ``text/plain`` fetch cannot send one without a CORS preflight, which is never granted).
-- A request body must arrive within ``body_timeout_s`` (slow-body clients lose the connection).
+- A request body must arrive within ``body_timeout_s`` (slow-body clients lose the connection);
+  its size is capped by the app (aiohttp's ``client_max_size``), answered here with 413.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 @dataclass
 class HttpGuardConfig:
-    bind_host: str = "127.0.0.1"
     allowed_hosts: list[str] = field(default_factory=list)  # extra Host names accepted
     allowed_origins: list[str] = field(default_factory=list)  # extra Origins, e.g. https://app.example.org
     body_timeout_s: float = 5.0
@@ -52,8 +52,11 @@ def _is_wildcard(host: str) -> bool:
 
 
 class HttpGuard:
-    def __init__(self, config: HttpGuardConfig):
+    """The Host and Origin checks of a server bound to ``bind_host``."""
+
+    def __init__(self, config: HttpGuardConfig, bind_host: str = "127.0.0.1"):
         self.config = config
+        self.bind_host = bind_host
         self.allowed_origins = {o.rstrip("/").lower() for o in config.allowed_origins}
 
     def host_ok(self, host_header: str | None) -> bool:
@@ -63,11 +66,11 @@ class HttpGuard:
         host = _split_host(host_header)
         if host in {h.lower() for h in cfg.allowed_hosts}:
             return True
-        if _is_wildcard(cfg.bind_host):
+        if _is_wildcard(self.bind_host):
             return True
-        if is_loopback_host(cfg.bind_host):
+        if is_loopback_host(self.bind_host):
             return host in LOOPBACK_NAMES or is_loopback_host(host)
-        return host == cfg.bind_host.lower() or host in LOOPBACK_NAMES
+        return host == self.bind_host.lower() or host in LOOPBACK_NAMES
 
     def origin_ok(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -89,25 +92,13 @@ class HttpGuard:
         return None
 
 
-async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
-    """The whole body; raises ``HTTPRequestEntityTooLarge``-style :class:`BodyError` when over
-    ``limit`` bytes, or when it does not arrive within ``timeout_s`` seconds."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyError(400, f"body too large (limit {limit} bytes)")
-
-    async def read() -> bytes:
-        chunks, total = [], 0
-        while True:
-            chunk = await request.content.read(64 * 1024)
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > limit:
-                raise BodyError(400, f"body too large (limit {limit} bytes)")
-            chunks.append(chunk)
-
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body; raises :class:`BodyError` 413 when it is over the app's
+    ``client_max_size``, 408 when it does not arrive within ``timeout_s`` seconds."""
     try:
-        return await asyncio.wait_for(read(), timeout_s)
+        return await asyncio.wait_for(request.read(), timeout_s)
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyError(413, f"body too large (limit {request.client_max_size} bytes)") from None
     except asyncio.TimeoutError:
         raise BodyError(408, f"request body not received within {timeout_s:g} s") from None
 

@@ -19,9 +19,8 @@ ICE server URLs (``--ice-server``, repeatable)::
 """
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Callable, Literal
 
 import aioice.ice
@@ -77,17 +76,6 @@ def restrict_host_candidates(addresses: Sequence[str] | None) -> None:
                 or (ipaddress.ip_address(a).version == 6 and use_ipv6)]
 
     aioice.ice.get_host_addresses = get_host_addresses
-
-
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Context manager: only 127.0.0.1 host candidates inside, the previous behaviour after."""
-    previous = aioice.ice.get_host_addresses
-    use_loopback_candidates("only")
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = previous
 
 
 def is_loopback_host(host: str) -> bool:

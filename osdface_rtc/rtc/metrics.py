@@ -1,9 +1,18 @@
-"""Minimal Prometheus text-format metrics (counters, gauges, histograms; no dependency)."""
+"""The live server's Prometheus metrics (``prometheus_client``), and reading them back.
+
+:class:`ServerMetrics` holds every metric of one server in its own ``CollectorRegistry`` (so
+several servers can run in one process, as in the tests); :meth:`ServerMetrics.render` is the
+text of ``GET /metrics``. The metric names and labels are part of the public interface.
+:func:`parse_prometheus` and :func:`histogram_quantile` read that text back (the bench, tests).
+"""
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: ``Content-Type`` of :meth:`ServerMetrics.render`'s text (the Prometheus text format).
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Latency buckets in seconds (1 ms .. 2.5 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
@@ -11,146 +20,50 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.
 #: Restoration age buckets in seconds (0 = restored on time; 50 ms = the live freshness goal).
 AGE_BUCKETS = (0.0, 0.01, 0.02, 0.033, 0.05, 0.067, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
-Labels = tuple[tuple[str, str], ...]
-
-
-def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    items = labels + extra
-    if not items:
-        return ""
-    esc = lambda v: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # noqa: E731
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in items) + "}"
-
-
-def _fmt_value(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str):
-        self.name, self.help = name, help
-        self._lock = threading.Lock()
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str):
-        super().__init__(name, help)
-        self._values: dict[Labels, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(tuple(sorted(labels.items())), 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items()) or [((), 0.0)]
-        return self.header() + [f"{self.name}{_fmt_labels(k)} {_fmt_value(v)}" for k, v in items]
-
-
-class Gauge(Counter):
-    kind = "gauge"
-
-    def set(self, value: float, **labels: str) -> None:
-        with self._lock:
-            self._values[tuple(sorted(labels.items()))] = float(value)
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS):
-        super().__init__(name, help)
-        self.buckets = tuple(sorted(buckets)) + (math.inf,)
-        self._series: dict[Labels, list[float]] = {}  # bucket counts..., sum, count
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            s = self._series.setdefault(key, [0.0] * (len(self.buckets) + 2))
-            for i, b in enumerate(self.buckets):
-                if value <= b:
-                    s[i] += 1
-            s[-2] += value
-            s[-1] += 1
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        for key, s in items:
-            for b, c in zip(self.buckets, s):
-                lines.append(f"{self.name}_bucket{_fmt_labels(key, (('le', _fmt_value(b)),))} {_fmt_value(c)}")
-            lines.append(f"{self.name}_sum{_fmt_labels(key)} {_fmt_value(s[-2])}")
-            lines.append(f"{self.name}_count{_fmt_labels(key)} {_fmt_value(s[-1])}")
-        return lines
-
-
-class Registry:
-    """A set of metrics rendered together (one per server app, so tests can run several)."""
-
-    def __init__(self) -> None:
-        self._metrics: list[_Metric] = []
-
-    def _add(self, m):
-        self._metrics.append(m)
-        return m
-
-    def counter(self, name: str, help: str) -> Counter:
-        return self._add(Counter(name, help))
-
-    def gauge(self, name: str, help: str) -> Gauge:
-        return self._add(Gauge(name, help))
-
-    def histogram(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
-        return self._add(Histogram(name, help, buckets))
-
-    def render(self) -> str:
-        return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
-
 
 class ServerMetrics:
-    """The live server's metrics (names are part of the public interface)."""
+    """The live server's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
-        r = self.registry = Registry()
-        self.sessions_active = r.gauge("osdface_sessions_active", "Open WebRTC sessions")
-        self.sessions_total = r.counter("osdface_sessions_total", "Sessions accepted")
-        self.sessions_rejected = r.counter(
-            "osdface_sessions_rejected_total", "Offers refused (reason: bad_offer|full|auth)")
-        self.frames_in = r.counter("osdface_frames_in_total", "Video frames received from peers")
-        self.frames_out = r.counter(
-            "osdface_frames_out_total", "Video frames sent (outcome: enhanced|cached|original|noface|off|error)")
-        self.frames_skipped = r.counter(
-            "osdface_frames_skipped_total", "Stale input frames replaced by a newer one before processing")
-        self.fallbacks = r.counter(
-            "osdface_fallbacks_total", "Frames whose restoration missed the deadline (kind: cached|original)")
-        self.errors = r.counter("osdface_restore_errors_total", "Restorer exceptions (frame passed through)")
-        self.faces = r.counter("osdface_faces_total", "Faces detected in sent frames")
-        self.stage_seconds = r.histogram(
-            "osdface_stage_seconds", "Per-stage processing time (stage: convert|detect|align|restore|wait|blend)")
-        self.frame_latency = r.histogram(
-            "osdface_frame_latency_seconds", "Server-side latency: frame received -> handed to the encoder")
-        self.restorations = r.counter(
-            "osdface_restorations_total", "Restorer calls finished for a session (each restores all its faces)")
-        self.restoration_age = r.histogram(
+        r = self.registry = CollectorRegistry()
+        self.sessions_active = Gauge("osdface_sessions_active", "Open WebRTC sessions", registry=r)
+        self.sessions_total = Counter("osdface_sessions_total", "Sessions accepted", registry=r)
+        self.sessions_rejected = Counter(
+            "osdface_sessions_rejected_total", "Offers refused (reason: bad_offer|full|auth)", ["reason"], registry=r)
+        self.frames_in = Counter("osdface_frames_in_total", "Video frames received from peers", registry=r)
+        self.frames_out = Counter(
+            "osdface_frames_out_total", "Video frames sent (outcome: enhanced|cached|original|noface|off|error)",
+            ["outcome"], registry=r)
+        self.frames_skipped = Counter(
+            "osdface_frames_skipped_total", "Stale input frames replaced by a newer one before processing", registry=r)
+        self.fallbacks = Counter(
+            "osdface_fallbacks_total", "Frames whose restoration missed the deadline (kind: cached|original)",
+            ["kind"], registry=r)
+        self.errors = Counter("osdface_restore_errors_total", "Restorer exceptions (frame passed through)", registry=r)
+        self.faces = Counter("osdface_faces_total", "Faces detected in sent frames", registry=r)
+        self.stage_seconds = Histogram(
+            "osdface_stage_seconds", "Per-stage processing time (stage: convert|detect|align|restore|wait|blend)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.frame_latency = Histogram(
+            "osdface_frame_latency_seconds", "Server-side latency: frame received -> handed to the encoder",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.restorations = Counter(
+            "osdface_restorations_total", "Restorer calls finished for a session (each restores all its faces)",
+            registry=r)
+        self.restoration_age = Histogram(
             "osdface_restoration_age_seconds",
             "Per face shown: its restoration's source frame -> the frame it is shown on (0 = on time)",
-            AGE_BUCKETS)
-        self.faces_unrestored = r.counter(
-            "osdface_faces_unrestored_total", "Faces sent without any restoration (late, nothing recent cached)")
+            buckets=AGE_BUCKETS, registry=r)
+        self.faces_unrestored = Counter(
+            "osdface_faces_unrestored_total", "Faces sent without any restoration (late, nothing recent cached)",
+            registry=r)
+        self.messages_rejected = Counter(
+            "osdface_messages_rejected_total",
+            "DataChannel messages or channels refused, or handler errors caught (reason: invalid|rate|channels|handler)",
+            ["reason"], registry=r)
+        self.http_rejected = Counter(
+            "osdface_http_rejected_total", "HTTP requests refused by the guard (reason: host_origin|content_type|body)",
+            ["reason"], registry=r)
 
     def observe_freshness(self, report) -> None:
         """Count one sent frame's restorations and face ages (a track ``FrameReport``)."""
@@ -163,8 +76,13 @@ class ServerMetrics:
         if report.faces > shown:
             self.faces_unrestored.inc(report.faces - shown)
 
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's current value (0 when it has none yet), e.g.
+        ``value("osdface_sessions_rejected_total", reason="full")``."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
     def render(self) -> str:
-        return self.registry.render()
+        return generate_latest(self.registry).decode()
 
 
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
@@ -194,11 +112,17 @@ def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float 
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Parse sample lines into {'name{labels}': value} (for tests and the bench)."""
+    """Every sample of a Prometheus text page as ``{'name{labels}': value}`` (for tests and the
+    bench). The key lists the labels sorted by name, ``le`` last, e.g.
+    ``osdface_stage_seconds_bucket{stage="detect",le="0.005"}``; no labels: just the name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, val = line.rpartition(" ")
-        out[key] = float(val)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sorted((k, v) for k, v in sample.labels.items() if k != "le")
+            if "le" in sample.labels:
+                labels.append(("le", sample.labels["le"]))
+            key = sample.name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else "")
+            out[key] = float(sample.value)
     return out

@@ -5,7 +5,8 @@ Endpoints
     ``GET  /config``   ICE servers, codec, budget, whether a token is needed (for the page)
     ``POST /offer``    ``{"sdp": ..., "type": "offer"}`` -> ``{"sdp", "type": "answer", "session"}``;
                        400 with ``{"error": reason}`` for a bad offer, 401 bad/missing token,
-                       503 when ``max_sessions`` calls are running
+                       413 for a body over ``max_offer_bytes``, 503 when ``max_sessions``
+                       calls are running
     ``GET  /healthz``  ``{"status": "ok", "sessions": n, ...}``
     ``GET  /metrics``  Prometheus text format (sessions, frames, fallbacks, stage histograms)
     ``GET  /stats``    JSON stats of every open session (needs the token when one is set)
@@ -17,8 +18,14 @@ The token (``--token``) is accepted as ``Authorization: Bearer <token>``, an ``X
 a ``token`` field of the offer JSON or a ``?token=`` query parameter; it is never logged.
 
 Every request first passes :mod:`.httpguard` (Host and Origin checks; ``POST /offer`` must be
-``application/json`` and arrive within ``body_timeout_s``). The offer JSON is parsed with a size
-and nesting cap, the SDP checked by :mod:`.offer` (one video track per call by default).
+``application/json`` and arrive within ``body_timeout_s``). Request bodies are capped at
+``max_offer_bytes`` by aiohttp (``client_max_size``). The offer JSON is parsed with a size and
+nesting cap, the SDP checked by :mod:`.offer` (one video track per call by default).
+
+Configuration: :class:`ServerConfig` holds what is the server's (address, call slots, token,
+TLS) and nests the HTTP guard's (:class:`.httpguard.HttpGuardConfig`) and each call's
+(:class:`.session.SessionConfig`, which nests the track's and the enhancer's), so every knob has
+one default, in the config that uses it.
 """
 from __future__ import annotations
 
@@ -35,9 +42,8 @@ from aiortc import RTCSessionDescription
 from ..paths import WEB_DIR  # the page: web/ in a checkout, osdface_rtc/web in an installed wheel
 from .httpguard import BodyError, HttpGuard, HttpGuardConfig, read_body
 from .ice import host_candidate_addresses, ice_servers_json, is_loopback_host, restrict_host_candidates
-from .messages import MAX_MESSAGE_BYTES, MessageError, loads_limited
-from .metrics import ServerMetrics
-from .offer import OfferLimits
+from .messages import MessageError, loads_limited
+from .metrics import CONTENT_TYPE, ServerMetrics
 from .session import OfferError, Session, SessionConfig
 
 log = logging.getLogger(__name__)
@@ -50,54 +56,32 @@ SERVER_KEY: web.AppKey["Server"] = web.AppKey("osdface_server")
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    budget_ms: float = 25.0
     max_sessions: int = 4
-    codec: str = "vp8"  # vp8 | h264
     max_bitrate: int | None = None  # bits/s cap of the encoder (process wide)
-    ice_servers: list[str] = field(default_factory=list)
     token: str | None = None
-    passthrough: bool = False
-    strength: float = 1.0
-    detector: str = "auto"  # short | full | both | auto (see pipeline.detect)
-    peer_timeout_s: float = 5.0  # connected but no video for this long -> session closed
-    connect_timeout_s: float = 6.0  # offer answered but never connected -> slot freed
-    max_offer_bytes: int = 64 * 1024
-    body_timeout_s: float = 5.0  # the offer body must arrive within this
-    max_video_tracks: int = 1  # video tracks per call
-    max_message_bytes: int = MAX_MESSAGE_BYTES  # DataChannel message cap
-    message_rate: float = 20.0  # DataChannel messages/s per channel (bursts of 2x)
-    allowed_hosts: list[str] = field(default_factory=list)
-    allowed_origins: list[str] = field(default_factory=list)
+    max_offer_bytes: int = 64 * 1024  # request body cap (aiohttp's client_max_size)
     ice_interfaces: str = "bind"  # host candidates: "bind" = the bound address only | "all"
     web_dir: Path = WEB_DIR
     tls_cert: Path | None = None  # browsers allow the camera only on https:// or localhost
     tls_key: Path | None = None
-
-    def session_config(self) -> SessionConfig:
-        return SessionConfig(budget_ms=self.budget_ms, codec=self.codec, ice_servers=list(self.ice_servers),
-                             passthrough=self.passthrough, strength=self.strength, detector=self.detector,
-                             media_timeout_s=self.peer_timeout_s, connect_timeout_s=self.connect_timeout_s,
-                             max_message_bytes=self.max_message_bytes, message_rate=self.message_rate,
-                             message_burst=max(1, int(2 * self.message_rate)),
-                             offer_limits=OfferLimits(max_video_tracks=self.max_video_tracks))
-
-    def guard_config(self) -> HttpGuardConfig:
-        return HttpGuardConfig(bind_host=self.host, allowed_hosts=list(self.allowed_hosts),
-                               allowed_origins=list(self.allowed_origins), body_timeout_s=self.body_timeout_s)
+    guard: HttpGuardConfig = field(default_factory=HttpGuardConfig)  # Host/Origin, body deadline
+    session: SessionConfig = field(default_factory=SessionConfig)  # every call's (track, enhancer)
 
     def validate(self) -> None:
-        if self.codec not in ("vp8", "h264"):
-            raise ValueError(f"codec must be vp8 or h264, got {self.codec!r}")
+        s = self.session
+        if s.codec not in ("vp8", "h264"):
+            raise ValueError(f"codec must be vp8 or h264, got {s.codec!r}")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
         if not is_loopback_host(self.host) and not self.token:
             raise ValueError(f"binding to {self.host} (not loopback) requires --token")
-        if self.max_video_tracks < 1:
+        if s.offer_limits.max_video_tracks < 1:
             raise ValueError("max_video_tracks must be >= 1")
         if self.ice_interfaces not in ("bind", "all"):
             raise ValueError(f"ice_interfaces must be bind or all, got {self.ice_interfaces!r}")
-        for name in ("peer_timeout_s", "connect_timeout_s", "body_timeout_s", "message_rate"):
-            if not getattr(self, name) > 0:
+        for name, value in (("media_timeout_s", s.media_timeout_s), ("connect_timeout_s", s.connect_timeout_s),
+                            ("body_timeout_s", self.guard.body_timeout_s), ("message_rate", s.message_rate)):
+            if not value > 0:
                 raise ValueError(f"{name} must be > 0")
 
 
@@ -122,19 +106,14 @@ class Server:
 
     def __init__(self, config: ServerConfig, restorer: Any | None):
         config.validate()
-        if restorer is None and not config.passthrough:
+        if restorer is None and not config.session.passthrough:
             raise ValueError("a restorer is required unless passthrough=True")
         self.config = config
         self.restorer = restorer
-        self.model_name = "passthrough" if config.passthrough else str(getattr(restorer, "name", "?"))
+        self.model_name = "passthrough" if config.session.passthrough else str(getattr(restorer, "name", "?"))
         self.metrics = ServerMetrics()
-        reg = self.metrics.registry
-        self.messages_rejected = reg.counter(
-            "osdface_messages_rejected_total", "DataChannel messages or channels refused, or handler errors caught (reason: invalid|rate|channels|handler)")
-        self.http_rejected = reg.counter(
-            "osdface_http_rejected_total", "HTTP requests refused by the guard (reason: host_origin|content_type|body)")
-        self.guard = HttpGuard(config.guard_config())
-        if not config.passthrough:
+        self.guard = HttpGuard(config.guard, bind_host=config.host)
+        if not config.session.passthrough:
             self._warm_up()
         self.sessions: dict[str, Session] = {}
         self._pending = 0
@@ -146,11 +125,11 @@ class Server:
         first call's enhancer in memory; it also fails fast on a broken detector install."""
         from ..pipeline.enhancer import FaceEnhancer
 
-        FaceEnhancer(restorer=self.restorer, detector=self.config.detector).close()
+        FaceEnhancer(restorer=self.restorer, config=self.config.session.enhancer).close()
 
     # -- app ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard_mw])
+        app = web.Application(middlewares=[self._guard_mw], client_max_size=self.config.max_offer_bytes)
         app[SERVER_KEY] = self
         app.router.add_get("/", self.index)
         app.router.add_get("/config", self.client_config)
@@ -167,7 +146,7 @@ class Server:
     async def _guard_mw(self, request: web.Request, handler):
         reason = self.guard.reject_reason(request)
         if reason:
-            self.http_rejected.inc(reason="host_origin")
+            self.metrics.http_rejected.labels(reason="host_origin").inc()
             return _error(403, reason)
         return await handler(request)
 
@@ -186,12 +165,13 @@ class Server:
         return web.FileResponse(page)
 
     async def client_config(self, request: web.Request) -> web.Response:
+        s = self.config.session
         return web.json_response({
-            "ice_servers": ice_servers_json(self.config.ice_servers),
-            "codec": self.config.codec,
-            "budget_ms": self.config.budget_ms,
+            "ice_servers": ice_servers_json(s.ice_servers),
+            "codec": s.codec,
+            "budget_ms": s.track.budget_ms,
             "token_required": bool(self.config.token),
-            "passthrough": self.config.passthrough,
+            "passthrough": s.passthrough,
             "model": self.model_name,
         })
 
@@ -203,8 +183,7 @@ class Server:
         self.metrics.sessions_active.set(len(self.sessions))
         for s in self.sessions.values():
             s._sync_counters()
-        return web.Response(text=self.metrics.render(), content_type="text/plain",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        return web.Response(body=self.metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def stats(self, request: web.Request) -> web.Response:
         if not self._token_ok(request, None):
@@ -228,14 +207,14 @@ class Server:
         m = self.metrics
         cfg = self.config
         if request.content_type != "application/json":
-            self.http_rejected.inc(reason="content_type")
-            m.sessions_rejected.inc(reason="bad_offer")
+            m.http_rejected.labels(reason="content_type").inc()
+            m.sessions_rejected.labels(reason="bad_offer").inc()
             return _error(415, f"Content-Type must be application/json, got {request.content_type!r}")
         try:
-            body = await read_body(request, cfg.max_offer_bytes, cfg.body_timeout_s)
+            body = await read_body(request, cfg.guard.body_timeout_s)
         except BodyError as exc:
-            self.http_rejected.inc(reason="body")
-            m.sessions_rejected.inc(reason="bad_offer")
+            m.http_rejected.labels(reason="body").inc()
+            m.sessions_rejected.labels(reason="bad_offer").inc()
             return _error(exc.status, f"offer {exc.reason}", **({"Connection": "close"} if exc.status == 408 else {}))
         params, parse_error = None, "body must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}"
         try:
@@ -243,10 +222,10 @@ class Server:
         except MessageError as exc:
             parse_error = str(exc)
         if not self._token_ok(request, params if isinstance(params, dict) else None):
-            m.sessions_rejected.inc(reason="auth")
+            m.sessions_rejected.labels(reason="auth").inc()
             return _error(401, "missing or wrong token")
         if not isinstance(params, dict):
-            m.sessions_rejected.inc(reason="bad_offer")
+            m.sessions_rejected.labels(reason="bad_offer").inc()
             return _error(400, parse_error)
         sdp, kind = params.get("sdp"), params.get("type")
         reason = None
@@ -257,21 +236,20 @@ class Server:
         elif "m=video" not in sdp:
             reason = "offer has no video (m=video) section"
         if reason:
-            m.sessions_rejected.inc(reason="bad_offer")
+            m.sessions_rejected.labels(reason="bad_offer").inc()
             return _error(400, reason)
         if len(self.sessions) + self._pending >= cfg.max_sessions:
-            m.sessions_rejected.inc(reason="full")
+            m.sessions_rejected.labels(reason="full").inc()
             return _error(503, f"server full ({cfg.max_sessions} sessions)", **{"Retry-After": "5"})
 
         self._pending += 1
-        session = Session(uuid.uuid4().hex[:12], self.restorer, cfg.session_config(), m,
-                          on_closed=self._session_closed, model_name=self.model_name,
-                          messages_rejected=self.messages_rejected)
+        session = Session(uuid.uuid4().hex[:12], self.restorer, cfg.session, m,
+                          on_closed=self._session_closed, model_name=self.model_name)
         try:
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         except OfferError as exc:
             await session.close("bad offer")
-            m.sessions_rejected.inc(reason="bad_offer")
+            m.sessions_rejected.labels(reason="bad_offer").inc()
             return _error(400, str(exc))
         except Exception as exc:  # noqa: BLE001 - never leak a half-open session
             await session.close("error")

@@ -24,6 +24,10 @@ server -> client
 
 No message, however malformed, ends the call: every event handler is guarded.
 
+Configuration: :class:`SessionConfig` nests the track's (:class:`.track.TrackConfig`: the
+budget) and the enhancer's (:class:`osdface_rtc.pipeline.enhancer.EnhancerConfig`: strength,
+detector, max faces); each call gets its own copy of both.
+
 Lifetime: a session that is not connected within ``connect_timeout_s`` is closed (an offer that
 never connects frees its slot quickly); once connected, ``media_timeout_s`` without a video
 frame closes it (DataChannel traffic does not keep a call alive). :meth:`Session.close` releases
@@ -37,13 +41,14 @@ import functools
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from ..pipeline.enhancer import EnhancerConfig, FaceEnhancer
 from .ice import rtc_configuration
 from .messages import MAX_MESSAGE_BYTES, MessageError, parse_message
 from .metrics import ServerMetrics
@@ -53,26 +58,34 @@ from .track import EnhanceTrack, FrameReport, TrackConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OfferError", "Session", "SessionConfig"]
+__all__ = ["OfferError", "Session", "SessionConfig", "live_enhancer"]
+
+
+def live_enhancer() -> EnhancerConfig:
+    """A call's enhancer: :class:`EnhancerConfig`'s defaults with the ``auto`` detector (the
+    short-range model first, the full-range one only when it finds no face: fast on webcams)."""
+    return EnhancerConfig(detector="auto")
 
 
 @dataclass
 class SessionConfig:
-    budget_ms: float = 25.0
     codec: str = "vp8"  # vp8 | h264
     ice_servers: list[str] = field(default_factory=list)
     passthrough: bool = False  # relay frames unchanged (benchmark baseline)
-    strength: float = 1.0
-    max_faces: int = 10
-    detector: str = "auto"  # short-range first, full-range only when it finds nothing
+    track: TrackConfig = field(default_factory=TrackConfig)  # the budget (budget_ms), re-warp, ...
+    enhancer: EnhancerConfig = field(default_factory=live_enhancer)  # strength, detector, max faces
     connect_timeout_s: float = 6.0  # not connected (ICE + DTLS) within this -> closed
     media_timeout_s: float = 5.0  # connected but no video frame for this long -> closed
     stats_interval_s: float = 0.5
     max_message_bytes: int = MAX_MESSAGE_BYTES
     message_rate: float = 20.0  # DataChannel messages per second per channel, on average
-    message_burst: int = 40
     max_channels: int = 2  # DataChannels per call; more are closed at once
-    offer_limits: OfferLimits = field(default_factory=OfferLimits)
+    offer_limits: OfferLimits = field(default_factory=OfferLimits)  # video tracks per call, ...
+
+    @property
+    def message_burst(self) -> int:
+        """Messages a channel may send at once: two seconds' worth."""
+        return max(1, int(2 * self.message_rate))
 
 
 def _guarded(method: Callable) -> Callable:
@@ -95,15 +108,13 @@ class Session:
     """A peer connection whose incoming video is sent back enhanced."""
 
     def __init__(self, sid: str, restorer: Any, config: SessionConfig, metrics: ServerMetrics,
-                 on_closed: Callable[["Session"], None] | None = None, model_name: str = "",
-                 messages_rejected: Any = None):
+                 on_closed: Callable[["Session"], None] | None = None, model_name: str = ""):
         self.id = sid
         self.restorer = restorer
         self.config = config
         self.metrics = metrics
         self.model_name = model_name
         self._on_closed = on_closed
-        self._messages_rejected = messages_rejected  # Counter(reason=invalid|rate) or None
         self.pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers))
         self.track: EnhanceTrack | None = None
         self.enhancer: Any = None
@@ -124,16 +135,12 @@ class Session:
         check_offer_sdp(offer.sdp, self.config.offer_limits)
         loop = asyncio.get_running_loop()
         if not self.config.passthrough:
-            from ..pipeline.enhancer import FaceEnhancer
-
-            cfg = self.config
             # Built through a list, not returned, by a function that does not hold the session:
             # the executor's work item can outlive the call (kept by a traceback) and must not
             # keep the session or its detector alive.
             built: list[Any] = []
             await loop.run_in_executor(None, functools.partial(
-                _build_into, built, FaceEnhancer, restorer=self.restorer, strength=cfg.strength,
-                max_faces=cfg.max_faces, detector=cfg.detector))
+                _build_into, built, FaceEnhancer, restorer=self.restorer, config=replace(self.config.enhancer)))
             self.enhancer = built.pop()
         pc = self.pc
         pc.on("datachannel", self._on_datachannel)
@@ -169,7 +176,7 @@ class Session:
         if track.kind == "video" and self.track is None:
             m = self.metrics
             self.track = EnhanceTrack(
-                track, self.enhancer, config=TrackConfig(budget_ms=self.config.budget_ms),
+                track, self.enhancer, config=replace(self.config.track),  # a copy: the call changes it
                 on_frame=self._on_frame, on_skip=m.frames_skipped.inc,
                 on_error=_count_error(m), close_enhancer=True)
             self.pc.addTrack(self.track)
@@ -200,7 +207,7 @@ class Session:
         channel.on("message", functools.partial(self._on_message, channel))
         channel.on("close", functools.partial(self._on_channel_close, channel))
         self._send(channel, {"type": "hello", "session": self.id, "codec": cfg.codec,
-                             "budget_ms": cfg.budget_ms, "model": self.model_name,
+                             "budget_ms": cfg.track.budget_ms, "model": self.model_name,
                              "passthrough": cfg.passthrough, "max_message_bytes": cfg.max_message_bytes})
 
     @_guarded
@@ -235,8 +242,7 @@ class Session:
             self._send(channel, self.stats_message())
 
     def _reject(self, reason: str) -> None:
-        if self._messages_rejected is not None:
-            self._messages_rejected.inc(reason=reason)
+        self.metrics.messages_rejected.labels(reason=reason).inc()
 
     def apply_config(self, fields: dict) -> None:
         """Apply the checked fields of a ``config`` message (see :mod:`.messages`) to the track."""
@@ -254,15 +260,15 @@ class Session:
 
     def _on_frame(self, r: FrameReport) -> None:
         m = self.metrics
-        m.frames_out.inc(outcome=r.outcome)
+        m.frames_out.labels(outcome=r.outcome).inc()
         if r.outcome in ("cached", "original"):
-            m.fallbacks.inc(kind=r.outcome)
+            m.fallbacks.labels(kind=r.outcome).inc()
         m.faces.inc(r.faces)
         for stage, ms in r.stages_ms.items():
             if stage != "restore":
-                m.stage_seconds.observe(ms / 1e3, stage=stage)
+                m.stage_seconds.labels(stage=stage).observe(ms / 1e3)
         for ms in r.restores_ms:
-            m.stage_seconds.observe(ms / 1e3, stage="restore")
+            m.stage_seconds.labels(stage="restore").observe(ms / 1e3)
         m.frame_latency.observe(r.latency_ms / 1e3)
         m.observe_freshness(r)
 

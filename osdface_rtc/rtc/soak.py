@@ -26,7 +26,9 @@ from pathlib import Path
 import aiohttp
 
 from ..paths import videos_dir
-from .bench import PeerClient, StampedClipTrack, free_port, load_clip_yuv, stop_process, wait_healthy
+from ..io.clips import load_clip_yuv
+from .bench import free_port, stop_process, wait_healthy
+from .client import PeerClient, StampedClipTrack
 from .ice import use_loopback_candidates
 
 

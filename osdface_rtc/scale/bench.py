@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..rtc.bench import (StampedClipTrack, fetch_metrics, load_clip_yuv, machine_info, parse_resolution,
-                         stage_means_ms, summarize)
+from ..io.clips import load_clip_yuv, parse_resolution
+from ..rtc.bench import fetch_metrics, machine_info, stage_means_ms
+from ..rtc.client import StampedClipTrack
+from ..rtc.latency import summarize
 from ..rtc.ice import use_loopback_candidates
 from . import loadgen as lg
 
@@ -101,10 +103,9 @@ async def measure(name: str, urls: list[str], n: int, frames, size, fps, args, p
 
 def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 30) -> dict[str, float]:
     """Sequential batch-1 calls: pool round trip vs the same restorer in this process."""
+    from ..device import configure_cpu
     from ..restore import load_restorer
     from .remote import RemoteConfig, RemoteRestorer
-
-    from ..commands.serve import configure_cpu
 
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (1, face_size, face_size, 3), dtype=np.uint8)

@@ -79,7 +79,7 @@ def make_restorer(spec: str | None, device: str = "auto", torch_threads: int | N
         if not mod or not attr:
             raise ValueError(f"expected py:module:factory, got {spec!r}")
         return getattr(importlib.import_module(mod), attr)()
-    from ..commands.serve import configure_cpu  # the media server's CPU thread policy
+    from ..device import configure_cpu  # the media server's CPU thread policy
     from ..restore import load_restorer
 
     configure_cpu(device, torch_threads)

@@ -22,7 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..rtc.bench import PeerClient, StampedClipTrack, StreamResult, free_port, percentile
+from ..rtc.bench import free_port
+from ..rtc.client import PeerClient, StampedClipTrack, StreamResult
+from ..rtc.latency import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 
