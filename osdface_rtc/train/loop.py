@@ -207,8 +207,9 @@ class Trainer:
 
     def ema_model(self) -> OSDFaceNet:
         """A copy of the net holding the EMA weights (eval mode): what gets validated and shipped."""
-        model = copy.deepcopy(self.net).requires_grad_(False).eval()
-        self.ema.copy_to(model.parameters())
+        model = copy.deepcopy(self.net).eval()
+        model.zero_grad(set_to_none=True)
+        self.ema.copy_to(model.requires_grad_(False).parameters())
         return model
 
     def hq_latent_cells(self, hq: torch.Tensor) -> torch.Tensor:
