@@ -1,4 +1,4 @@
-"""Degradations (osdface_rtc.train.degrade) and face data (osdface_rtc.train.data)."""
+"""Degradations (osdface_rtc.data.degrade, .pool) and face data (osdface_rtc.data.faces, .pairs)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,16 +6,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from osdface_rtc.train.data import PairDataset, laplacian_variance, load_faces, split_of
-from osdface_rtc.train.degrade import (
+from osdface_rtc.data.degrade import (
     LEVELS,
     PRESETS,
     apply_params,
-    build_lq_pool,
     codec_roundtrip,
     degrade,
+    degrade_level,
     sample_params,
 )
+from osdface_rtc.data.faces import laplacian_variance, load_faces, split_of
+from osdface_rtc.data.pairs import PairDataset
+from osdface_rtc.data.pool import build_lq_pool
 
 from conftest import psnr, read_rgb
 
@@ -68,6 +70,14 @@ def test_levels_are_ordered_on_real_faces(faces):
     }
     assert scores["mild"] > scores["medium"] + 2 > scores["severe"] + 4, scores
     assert scores["mild"] < 40, "mild must still damage the face"
+
+
+def test_degrade_level_is_the_fixed_eval_input(faces):
+    """Every caller (eval, the trainer's validation, the pack) gets the same input per level."""
+    a = degrade_level(faces[:3], "medium", seed=5)
+    assert np.array_equal(a, degrade_level(faces[:3], "medium", seed=5))
+    rng = np.random.default_rng([5, LEVELS.index("medium"), 1])
+    assert np.array_equal(a[1], degrade(faces[1], rng, "medium"))
 
 
 @pytest.mark.parametrize("codec", ["vp8", "h264"])

@@ -11,7 +11,7 @@ from osdface_rtc.data.regions import FACE_ELLIPSE
 from osdface_rtc.data.scenes import SceneConfig, make_scene
 from osdface_rtc.io.media import read_video
 from osdface_rtc.pipeline.detect import DetectorConfig, FaceDetector
-from osdface_rtc.train.data import ConcatPairs, FixedPairs
+from osdface_rtc.data.pairs import ConcatPairs, FixedPairs
 
 from conftest import psnr
 

@@ -32,7 +32,7 @@ def test_runtime_choice():
 def test_openvino_equals_torch_within_one_lsb_and_is_cached(utk_faces):
     import cv2
 
-    from osdface_rtc.train.degrade import degrade
+    from osdface_rtc.data.degrade import degrade
 
     ov = load_restorer(None, device="cpu")  # auto: OpenVINO on the CPU
     assert ov.runtime == "openvino" and ov.face_size == 128 and "openvino" in ov.name

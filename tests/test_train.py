@@ -10,17 +10,14 @@ import pytest
 import torch
 
 from osdface_rtc.commands.train import build_config, register
+from osdface_rtc.evaluate.metrics import face_mask, mean_scores
 from osdface_rtc.model.network import OSDFaceNet, load_network
 from osdface_rtc.model.restorer import to_tensor
-from osdface_rtc.train.trainer import (
-    TrainConfig,
-    Trainer,
-    build_data,
-    clean_targets,
-    kmeans,
-    laplacian_pyramid_l1,
-    train,
-)
+from osdface_rtc.train.config import TrainConfig
+from osdface_rtc.train.inputs import build_data, clean_targets
+from osdface_rtc.train.loop import Trainer, retarget
+from osdface_rtc.train.losses import kmeans, laplacian_pyramid_l1
+from osdface_rtc.train.trainer import train
 
 from conftest import read_rgb
 
@@ -89,6 +86,53 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_faces):
         Trainer(tiny_cfg(tmp_path / "other"), resume=True)
 
 
+def test_ema_keeps_the_decay_schedule(tmp_path):
+    """diffusers' EMAModel with decay min(ema_decay, (1 + step) / (10 + step)) per stage step."""
+    tr = Trainer(tiny_cfg(tmp_path, ema_decay=0.6))
+    expect = [p.detach().clone() for p in tr.net.parameters()]
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in tr.net.parameters():
+                p.add_(torch.randn_like(p))
+        tr.step = step
+        tr.update_ema()
+        d = min(0.6, (1 + step) / (10 + step))
+        expect = [e.lerp(p.detach(), 1 - d) for e, p in zip(expect, tr.net.parameters())]
+    shipped = tr.ema_model()
+    assert not shipped.training and not any(p.requires_grad for p in shipped.parameters())
+    for e, p in zip(expect, shipped.parameters()):
+        torch.testing.assert_close(p, e)
+    assert all(torch.equal(a, b) for a, b in zip(shipped.buffers(), tr.net.buffers()))
+
+
+def test_resume_reads_an_old_checkpoint(tmp_path):
+    """A ckpt.pt written before EMAModel (``ema`` = the EMA model's state dict) still resumes."""
+    tr = Trainer(tiny_cfg(tmp_path))
+    with torch.no_grad():
+        for p in tr.net.parameters():
+            p.add_(0.1)
+    tr.step = 3
+    tr.update_ema()
+    st = tr.state()
+    assert set(st["ema"]) >= {"shadow_params", "decay"}
+    old_ema = tr.ema_model().state_dict()
+    torch.save(dict(st, ema=old_ema), tmp_path / "run" / "ckpt.pt")
+    back = Trainer(tiny_cfg(tmp_path), resume=True)
+    assert back.step == 3
+    for k, v in back.ema_model().state_dict().items():
+        torch.testing.assert_close(v, old_ema[k])
+
+
+def test_retarget_keeps_the_weights():
+    net = OSDFaceNet(**TrainConfig.preset("tiny").model)  # 32 px, VRE grid 4 (8 px cells)
+    big = retarget(net, 48)
+    assert (big.config.face_size, big.config.vre_grid) == (48, 6)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), big.state_dict().values()))
+    assert big(torch.zeros(1, 3, 48, 48)).shape == (1, 3, 48, 48)
+    with pytest.raises(ValueError, match="multiple"):
+        retarget(net, 36)
+
+
 def test_clean_targets_and_init(tmp_path, tiny_faces):
     faces = tiny_faces[0][:6]
     np.testing.assert_array_equal(clean_targets(faces, "identity", "cpu"), faces)
@@ -117,7 +161,7 @@ def test_cli_config_overrides():
 
 def test_live_pairs_join_training_and_validation(tmp_path, tiny_faces, utk_dir):
     """With live_photos the training set gains live-path crops and the log live-path val PSNR."""
-    from osdface_rtc.train.data import ConcatPairs
+    from osdface_rtc.data.pairs import ConcatPairs
 
     cfg = tiny_cfg(tmp_path, live_photos=4, live_clips=False, val_count=2, data=str(utk_dir))
     data = build_data(cfg, *tiny_faces)
@@ -126,7 +170,11 @@ def test_live_pairs_join_training_and_validation(tmp_path, tiny_faces, utk_dir):
     assert len(live) >= 4 and live.lq.shape[1:] == (32, 32, 3)
     assert {"live_x2-vp8-300k", "live_x3-vp8-120k", "live_x4-vp8-80k"} <= set(data.val)
     vals = Trainer(cfg).validate(data)
-    assert all(np.isfinite(v) for v in vals.values()) and "psnr_live_x3-vp8-120k" in vals
+    assert set(vals) == {f"psnr_{lv}" for lv in data.val} and "psnr_live_x3-vp8-120k" in vals
+    # a fresh model is the identity: validation scores it exactly as the eval scores the input
+    mask = face_mask(32)
+    for lv, (lq, hq) in data.val.items():
+        assert vals[f"psnr_{lv}"] == pytest.approx(mean_scores(lq, hq, mask)[0], abs=1e-9), lv
 
 
 def test_gpu_recipe_pack_slim_checkpoints_and_calls(tmp_path, tiny_faces):
@@ -157,7 +205,7 @@ assert main(args + ["--resume", "--steps-vae", "3"]) == 0   # resumes and finish
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "time is up at vae" in proc.stderr and "resumed slim" in proc.stderr
-    st = torch.load(run / "ckpt.pt", weights_only=False)
+    st = torch.load(run / "ckpt.pt", weights_only=True)
     assert st["slim"] and "opt" not in st and (st["stage"], st["step"]) == ("main", 6)
     assert all(v.dtype == torch.bfloat16 for v in st["ema"].values() if v.is_floating_point())
     assert (run / "model" / "diffusion_pytorch_model.safetensors").is_file()

@@ -27,7 +27,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _levels(text: str) -> tuple[str, ...]:
-    from ..train.degrade import LEVELS
+    from ..data.degrade import LEVELS
 
     levels = tuple(v.strip() for v in text.split(",") if v.strip())
     bad = [v for v in levels if v not in LEVELS]
@@ -119,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluate.report import format_speed, format_table, save_grid, write_json
     from ..evaluate.runner import EvalConfig, load_methods, run_eval
     from ..evaluate.speed import graph_variants, measure_speed
-    from ..train.data import load_faces
+    from ..data.faces import load_faces
 
     cfg = EvalConfig(
         model=args.model,
@@ -173,7 +173,7 @@ def _evaluate_live(args: argparse.Namespace) -> int:
     from ..evaluate.live import LiveEvalConfig, LiveResult, eval_stills, eval_video
     from ..evaluate.live_report import format_live_table, save_curves, save_live_grid, write_live_json
     from ..evaluate.runner import EvalConfig, load_methods
-    from ..train.data import list_faces
+    from ..data.faces import list_faces
 
     for v in args.video:
         if not v.is_file():

@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def build_config(args: argparse.Namespace):
     """TrainConfig from the preset plus the command-line overrides."""
-    from ..train.trainer import TrainConfig
+    from ..train.config import TrainConfig
 
     over: dict = {"out": args.out, "data": args.data, "device": args.device, "init": args.init,
                   "clean_targets_with": args.clean_targets_with}

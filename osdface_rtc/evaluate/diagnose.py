@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 
 from ..data.call import parse_damage, damage_clip
+from ..data.degrade import degrade
+from ..data.faces import list_faces
 from ..data.livepairs import read_photo
 from ..data.regions import face_mask
 from ..data.scenes import SceneConfig, make_scene
@@ -35,8 +37,6 @@ from ..pipeline.align import face_affine, warp_crop
 from ..pipeline.blend import BlendConfig, paste_faces
 from ..pipeline.detect import DetectorConfig, FaceDetector
 from ..pipeline.types import AlignedFaces
-from ..train.data import list_faces
-from ..train.degrade import degrade
 from .metrics import psnr
 
 ROWS = ("crop, crop-level damage", "crop, call damage, true alignment",

@@ -31,7 +31,7 @@ from ..data.scenes import SceneConfig, make_scene
 from ..pipeline.enhancer import FaceEnhancer
 from ..pipeline.types import AlignedFaces
 from .metrics import psnr, ssim
-from .runner import PSNR_CAP, Method
+from .runner import Method
 
 log = logging.getLogger("osdface_rtc")
 
@@ -119,7 +119,7 @@ class _Scorer:
     def frame(self, outs: dict[str, np.ndarray], clean: np.ndarray, mask: np.ndarray,
               box: tuple[int, int, int, int] | None) -> None:
         for m in self.labels:
-            self.psnr[m].append(min(psnr(outs[m], clean, mask), PSNR_CAP))
+            self.psnr[m].append(psnr(outs[m], clean, mask))
             self.ssim[m].append(ssim(outs[m], clean, mask))
         if self.identity is not None and box is not None:
             ref = chip(clean, box)

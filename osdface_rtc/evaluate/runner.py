@@ -3,8 +3,8 @@
 For every level in ``EvalConfig.levels`` each val face ``i`` is degraded with the preset and
 ``default_rng([seed, LEVELS.index(level), i])`` (the same input whichever levels are run), then
 scored for the degraded input itself, the baseline restorer and the model (once per IDM step
-count). Per-face PSNR is capped at :data:`PSNR_CAP` dB before averaging so an identical face
-cannot make a mean infinite.
+count), with :func:`~osdface_rtc.evaluate.metrics.mean_scores` (per-face PSNR capped at
+``PSNR_CAP`` dB, so an identical face cannot make a mean infinite).
 """
 from __future__ import annotations
 
@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.degrade import LEVELS, degrade_level
+from ..data.faces import load_faces
 from ..restore import Restorer, load_restorer
-from ..train.data import load_faces
-from ..train.degrade import LEVELS, degrade
 from .identity import SAME_PERSON_THRESHOLD, DlibIdentity
-from .metrics import face_mask, psnr, ssim
+from .metrics import face_mask, mean_scores
 
 log = logging.getLogger("osdface_rtc")
-
-#: Per-face PSNR cap (dB) before averaging.
-PSNR_CAP = 100.0
 
 #: Specs that are built-in restorers rather than trained models (no steps / accel options).
 BUILTIN_SPECS = ("classical", "identity")
@@ -102,12 +99,6 @@ def load_methods(cfg: EvalConfig) -> list[Method]:
     return [Method("input", None), *methods]
 
 
-def degrade_level(hq: np.ndarray, level: str, seed: int) -> np.ndarray:
-    """The fixed eval degradation of every face at ``level``."""
-    k = LEVELS.index(level)
-    return np.stack([degrade(f, np.random.default_rng([seed, k, i]), level) for i, f in enumerate(hq)])
-
-
 def restore_timed(restorer: Restorer, faces: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Restore in batches; returns the output and the mean wall time per face in ms."""
     outs, t0 = [], time.perf_counter()
@@ -124,13 +115,11 @@ def score(
     shapes: list | None,
 ) -> tuple[float, float, float | None, float | None]:
     """Mean masked PSNR, SSIM and (if available) identity distance / match rate."""
-    mask = face_mask(hq.shape[1])
-    p = np.mean([min(psnr(a, b, mask), PSNR_CAP) for a, b in zip(out, hq)])
-    s = np.mean([ssim(a, b, mask) for a, b in zip(out, hq)])
+    p, s = mean_scores(out, hq, face_mask(hq.shape[1]))
     if identity is None:
-        return float(p), float(s), None, None
+        return p, s, None, None
     d = identity.distances(out, gt_emb, shapes)
-    return float(p), float(s), float(d.mean()), float((d < SAME_PERSON_THRESHOLD).mean())
+    return p, s, float(d.mean()), float((d < SAME_PERSON_THRESHOLD).mean())
 
 
 def run_eval(cfg: EvalConfig, identity: DlibIdentity | None = None,

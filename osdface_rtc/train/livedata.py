@@ -19,10 +19,11 @@ from ..data.call import parse_damage
 from ..data.livepairs import LivePairConfig, build_live_pairs, read_photo, scene_pairs
 from ..paths import CACHE_DIR, DATA_DIR
 from ..pipeline.detect import DetectorConfig, FaceDetector
-from .data import FixedPairs, laplacian_variance, list_faces
+from ..data.faces import laplacian_variance, list_faces
+from ..data.pairs import FixedPairs
 
 if TYPE_CHECKING:
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
 log = logging.getLogger("osdface_rtc")
 

@@ -78,11 +78,10 @@ def read_pack(path: Path | str) -> tuple[tuple[np.ndarray, np.ndarray], dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..evaluate.runner import degrade_level
-    from .data import load_faces
-    from .degrade import LEVELS
+    from ..data.degrade import LEVELS, degrade_level
+    from ..data.faces import load_faces
+    from .config import TrainConfig
     from .livedata import live_train_pairs, live_val_pairs
-    from .trainer import TrainConfig
 
     p = argparse.ArgumentParser(description="pack live-path training pairs for a GPU machine")
     p.add_argument("--out", type=Path, default=Path(".pack/pairs.tar"))

@@ -23,29 +23,20 @@ VP8 q 30 / 45 / 56 -> 0.11 / 0.057 / 0.035 bpp, H.264 QP 30 / 36 / 42 -> 0.043 /
 0.023 bpp, i.e. 0.2-1.0 Mbit/s for a whole 640x480 frame at 30 fps -- the range WebRTC calls
 run at (aiortc caps VP8 at 1.5 Mbit/s; congested calls go lower).
 
-:func:`build_lq_pool` precomputes degraded variants of a face array once (multi-process),
-cached as ``.npy`` under ``.cache/`` so a trainer can read LQ images instead of running the
-codec inline (a few ms per face).
+:func:`degrade_level` gives the fixed eval input of a face array at a level (the same for every
+caller: ``osdface-rtc eval``, the trainer's validation, the pack). The multi-process, cached
+pool of training variants is :func:`osdface_rtc.data.pool.build_lq_pool`.
 """
 from __future__ import annotations
 
 import fractions
-import hashlib
-import logging
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import av
 import cv2
 import numpy as np
-
-from ..paths import CACHE_DIR
-
-log = logging.getLogger("osdface_rtc")
 
 Codec = Literal["vp8", "h264"]
 LEVELS: tuple[str, ...] = ("mild", "medium", "severe")
@@ -168,6 +159,16 @@ def degrade(
     else:
         raise ValueError(f"unknown level {level!r}; expected one of {LEVELS} or None")
     return apply_params(hq, params, rng)
+
+
+def degrade_level(hq: np.ndarray, level: str, seed: int) -> np.ndarray:
+    """The fixed eval degradation of every face of ``hq`` (``N x S x S x 3``) at ``level``.
+
+    Face ``i`` uses ``default_rng([seed, LEVELS.index(level), i])``: the same input whichever
+    levels are run and whoever asks.
+    """
+    k = LEVELS.index(level)
+    return np.stack([degrade(f, np.random.default_rng([seed, k, i]), level) for i, f in enumerate(hq)])
 
 
 def apply_params(hq: np.ndarray, p: DegradeParams, rng: np.random.Generator) -> np.ndarray:
@@ -299,77 +300,3 @@ def codec_roundtrip(
         raise RuntimeError(f"{codec} round trip produced no frames")
     out = decoded[-1].to_ndarray(format="rgb24")
     return out
-
-
-# ----------------------------------------------------------------------------- LQ pool
-
-def _pool_key(faces: np.ndarray, n_variants: int, seed: int, level: str | None,
-              cfg: DegradeConfig) -> str:
-    h = hashlib.sha1()
-    h.update(np.ascontiguousarray(faces[:: max(1, len(faces) // 64)]).tobytes())
-    h.update(repr((faces.shape, n_variants, seed, level, asdict(cfg))).encode())
-    return h.hexdigest()[:12]
-
-
-def _degrade_chunk(args: tuple[np.ndarray, int, int, int, str | None, DegradeConfig]) -> np.ndarray:
-    faces, start, variant, seed, level, cfg = args
-    return np.stack([
-        degrade(f, np.random.default_rng([seed, variant, start + i]), level, cfg)
-        for i, f in enumerate(faces)
-    ])
-
-
-def build_lq_pool(
-    faces: np.ndarray,
-    n_variants: int = 2,
-    seed: int = 0,
-    workers: int = 2,
-    level: str | None = None,
-    cfg: DegradeConfig | None = None,
-    cache_dir: Path | str | None = CACHE_DIR,
-    chunk: int = 256,
-    progress: bool = True,
-) -> np.ndarray:
-    """Degraded variants of ``faces`` (``N x S x S x 3``) as a ``V x N x S x S x 3`` uint8 array.
-
-    Face ``i`` of variant ``v`` uses ``default_rng([seed, v, i])``, so the result does not depend
-    on ``workers``. With ``cache_dir`` the pool is saved as ``lq_pool_<key>.npy`` (key = hash of
-    the faces, settings and config) and returned memory-mapped; a second call just opens it.
-    """
-    cfg = cfg or DegradeConfig()
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"lq_pool_{_pool_key(faces, n_variants, seed, level, cfg)}.npy"
-        if path.exists():
-            return np.load(path, mmap_mode="r")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    out = np.empty((n_variants, *faces.shape), np.uint8)
-    jobs = [(faces[s:s + chunk], s, v, seed, level, cfg)
-            for v in range(n_variants) for s in range(0, len(faces), chunk)]
-    bar = _progress(n_variants * len(faces), progress, "degrading")
-    if workers > 1:
-        # spawn, not fork: the parent may run torch/mediapipe threads (fork then corrupts malloc)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            for job, res in zip(jobs, ex.map(_degrade_chunk, jobs)):
-                out[job[2], job[1]:job[1] + len(res)] = res
-                bar.update(len(res))
-    else:
-        for job in jobs:
-            res = _degrade_chunk(job)
-            out[job[2], job[1]:job[1] + len(res)] = res
-            bar.update(len(res))
-    bar.close()
-    if path is None:
-        return out
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(path)
-    log.info("saved LQ pool %s (%s)", path, out.shape)
-    return np.load(path, mmap_mode="r")
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="face", disable=not enabled, leave=False)
-
