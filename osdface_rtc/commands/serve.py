@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     restorer = None
     if not args.passthrough:
-        from ..restore import load_restorer
+        from ..restorers import load_restorer
 
         configure_cpu(args.device, args.torch_threads)
         try:

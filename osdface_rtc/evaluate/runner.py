@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..restore import Restorer, load_restorer
+from ..restore import Restorer
+from ..restorers import load_restorer
 from ..train.data import load_faces
 from ..train.degrade import LEVELS, degrade
 from .identity import SAME_PERSON_THRESHOLD, DlibIdentity
