@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..restore.base import RestorerError, check_batch
+from ..restore.base import check_batch
 
 log = logging.getLogger("osdface_rtc")
 

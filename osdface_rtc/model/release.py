@@ -30,7 +30,7 @@ from ..device import resolve_device
 from ..restore.base import RestorerError
 from .accel import ACCEL_MODES, DEFAULT_ACCEL, TorchRestorer
 from .formulation import DEFAULT_TIMESTEP, SD21_SCHEDULER, iterative_denoise, make_scheduler
-from .release_files import EMBEDDING_FILE, locate_release, load_vre
+from .release_files import EMBEDDING_FILE, load_vre, locate_release
 from .release_lora import merge_lora, read_lora
 from .vre_release import ReleaseVRE
 
