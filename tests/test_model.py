@@ -18,7 +18,8 @@ from osdface_rtc.model.formulation import (
 )
 from osdface_rtc.model.network import WEIGHTS_NAME, OSDFaceNet, load_network
 from osdface_rtc.model.restorer import ModelRestorer, load_model_restorer
-from osdface_rtc.restore import RestorerError, load_restorer
+from osdface_rtc.restore import RestorerError
+from osdface_rtc.restorers import load_restorer
 
 #: A tiny net for these tests (32 px faces: milliseconds per forward on CPU).
 TINY_MODEL = dict(face_size=32, latent_channels=4, vae_channels=(8, 16), unet_channels=(16, 32),
@@ -196,7 +197,9 @@ def test_face_size_mismatch_raises(saved):
 
 # --- the shipped model -----------------------------------------------------------------------
 
-def test_shipped_model_restores_a_real_face(utk_faces):
+def test_shipped_model_restores_a_real_face(utk_dir):
+    """On 8 val faces (never trained on) at "medium" damage the shipped model raises PSNR over
+    its input on every face, by 1.28 dB on average when written (2026-12-01)."""
     from osdface_rtc.paths import default_model_dir
 
     mdir = default_model_dir()
@@ -205,13 +208,16 @@ def test_shipped_model_restores_a_real_face(utk_faces):
     import cv2
 
     from osdface_rtc.data.degrade import degrade
+    from osdface_rtc.data.faces import list_faces
 
     r = load_restorer(None, device="cpu", runtime="torch")
     assert isinstance(r, ModelRestorer) and r.face_size == 128
     s = r.face_size
-    hq = np.stack([cv2.resize(read_rgb(p), (s, s), interpolation=cv2.INTER_AREA) for p in utk_faces[:8]])
+    files = list_faces("val", utk_dir)[:8]
+    hq = np.stack([cv2.resize(read_rgb(p), (s, s), interpolation=cv2.INTER_AREA) for p in files])
     lq = np.stack([degrade(h, np.random.default_rng(i), "medium") for i, h in enumerate(hq)])
     out = r.restore(lq)
     assert out.shape == lq.shape
-    gain = np.mean([psnr(o, h) - psnr(q, h) for o, q, h in zip(out, lq, hq)])
-    assert gain > -0.25, f"shipped model made medium faces worse by {-gain:.2f} dB"
+    gains = np.array([psnr(o, h) - psnr(q, h) for o, q, h in zip(out, lq, hq)])
+    assert (gains > 0).all(), f"shipped model made val faces worse: gains {gains.round(2)} dB"
+    assert gains.mean() > 0.5, f"shipped model gains only {gains.mean():.2f} dB on val faces"

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import read_rgb
-from osdface_rtc.model.openvino_rt import openvino_available, resolve_runtime
+from osdface_rtc.model.accel import openvino_available, resolve_runtime
 from osdface_rtc.model.restorer import ModelRestorer
 from osdface_rtc.paths import default_model_dir
-from osdface_rtc.restore import RestorerError, load_restorer
+from osdface_rtc.restore import RestorerError
+from osdface_rtc.restorers import load_restorer
 
 needs_ov = pytest.mark.skipif(not openvino_available(), reason="openvino not installed (pip install openvino)")
 needs_model = pytest.mark.skipif(not (default_model_dir() / "config.json").is_file(),

@@ -111,13 +111,33 @@ def test_strength_zero_is_the_original(d9_frame):
     assert np.array_equal(enh.process(d9_frame), d9_frame)
 
 
+class Brighten(IdentityRestorer):
+    """Adds 40 to every crop pixel: a change that is easy to find in the output frame."""
+
+    def restore(self, faces: np.ndarray) -> np.ndarray:
+        return np.clip(super().restore(faces).astype(np.int16) + 40, 0, 255).astype(np.uint8)
+
+
 def test_faces_at_the_frame_edge_and_overlapping(d9_frame):
-    """Half a face outside the frame, and two overlapping copies: no error, face still changed."""
+    """Half a face outside the frame is restored and pasted where it is, up to the frame edge,
+    and nothing else in the frame changes; two overlapping copies: no error."""
     h, w = d9_frame.shape[:2]
     edge = np.ascontiguousarray(d9_frame[:, w // 3:])  # face cut at the left edge
-    enh = FaceEnhancer(ClassicalRestorer(), detector="full")
+    enh = FaceEnhancer(Brighten(128), detector="full")
     out = enh.process(edge)
     assert out.shape == edge.shape
+    assert len(enh.last_faces) == 1
+    x0, y0, x1, y1 = enh.last_faces[0].box
+    assert x0 < 0 < x1, "the face should be cut by the left edge"
+    change = out.astype(np.int16) - edge
+    pad = 0.1 * enh.last_faces[0].size  # the feathered paste reaches just past the box
+    inside = np.zeros(edge.shape[:2], bool)
+    inside[max(0, int(y0 - pad)):int(y1 + pad), :int(x1 + pad)] = True
+    assert not change[~inside].any(), "pixels away from the face changed"
+    box = change[max(0, int(y0)):int(y1), :int(x1)]
+    assert box.mean() > 20, f"the face was not pasted where it is (mean change {box.mean():.1f} of 40)"
+    mid = slice(int(y0 + 0.25 * (y1 - y0)), int(y1 - 0.25 * (y1 - y0)))
+    assert change[mid, 0].mean() > 20, "the paste stops short of the frame edge"
     pair = np.concatenate([d9_frame[:, 60:400], d9_frame[:, 100:440]], axis=1)
     enh2 = FaceEnhancer(ClassicalRestorer())
     out2 = enh2.process(np.ascontiguousarray(pair))

@@ -105,8 +105,8 @@ def burst(url: str, clients: int = 12, faces: int = 8) -> dict:
     pool restores what fits (bit-exact with the same restorer here) and refuses the rest fast."""
     import threading
 
-    from osdface_rtc.scale.batcher import PoolBusy
-    from osdface_rtc.scale.remote import RemoteConfig, RemoteRestorer
+    from osdface_rtc.restore.protocol import PoolBusy
+    from osdface_rtc.restore.remote import RemoteConfig, RemoteRestorer
     from rtc_util import StripeRestorer
 
     rng = np.random.default_rng(0)

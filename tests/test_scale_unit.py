@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from osdface_rtc.restore import RestorerError, load_restorer
-from osdface_rtc.scale.batcher import BatcherConfig, DeadlineBatcher, PoolBusy
-from osdface_rtc.scale.protocol import decode_crops
-from osdface_rtc.scale.remote import PoolUnavailable, RemoteConfig, RemoteRestorer, parse_spec
+from osdface_rtc.restore import RestorerError
+from osdface_rtc.restorers import load_restorer
+from osdface_rtc.restore.protocol import PoolBusy, decode_crops
+from osdface_rtc.restore.remote import PoolUnavailable, RemoteConfig, RemoteRestorer, parse_spec
+from osdface_rtc.scale.batcher import BatcherConfig, DeadlineBatcher
 
 
 def crops(n: int, value: int = 0, size: int = 8) -> np.ndarray:

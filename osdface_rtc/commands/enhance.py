@@ -44,7 +44,7 @@ def add_enhancer_args(p: argparse.ArgumentParser) -> None:
 
 def build_enhancer(args: argparse.Namespace):
     from ..pipeline.enhancer import FaceEnhancer
-    from ..restore import load_restorer
+    from ..restorers import load_restorer
 
     if not 0.0 <= args.strength <= 1.0:
         raise SystemExit("--strength must be between 0 and 1")

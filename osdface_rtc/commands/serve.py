@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     restorer = None
     if not args.passthrough:
         from ..device import configure_cpu
-        from ..restore import load_restorer
+        from ..restorers import load_restorer
 
         configure_cpu(args.device, args.torch_threads)
         try:

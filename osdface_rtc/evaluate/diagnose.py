@@ -106,7 +106,7 @@ def format_table(result: dict[str, dict[str, list[float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..restore import load_restorer
+    from ..restorers import load_restorer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="restorer spec (default: the shipped model)")

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..data.degrade import LEVELS, degrade_level
 from ..data.faces import load_faces
-from ..restore import Restorer, load_restorer
+from ..restore import Restorer
+from ..restorers import load_restorer
 from .identity import SAME_PERSON_THRESHOLD, DlibIdentity
 from .metrics import face_mask, mean_scores
 

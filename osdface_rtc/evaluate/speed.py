@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..restore import Restorer, load_restorer
+from ..restore import Restorer
+from ..restorers import load_restorer
 
 log = logging.getLogger("osdface_rtc")
 

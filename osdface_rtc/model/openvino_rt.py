@@ -5,29 +5,20 @@ protobuf >= 6, which mediapipe 0.10.21 forbids). The converted model (dynamic ba
 once per model hash (weights + config + steps + OpenVINO version) under
 ``cache_dir()/openvino/<hash>/`` and loaded from there afterwards. Inference runs in f32 (CPUs
 with bf16 units would otherwise default to bf16), so outputs equal the torch runtime's within
-1 LSB.
+1 LSB. Whether this runtime is used is :func:`osdface_rtc.model.accel.resolve_runtime`'s call.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from ..restore.base import RestorerError, check_batch
+from ..restore.base import check_batch
 
 log = logging.getLogger("osdface_rtc")
-
-RUNTIMES = ("auto", "torch", "openvino")
-
-
-def openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
 
 def model_hash(model_dir: Path, steps: int) -> str:
     """What the converted model depends on: the model files, ``steps``, OpenVINO's version."""
@@ -73,7 +64,6 @@ class OpenVINORestorer:
             "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
-        self._lock = threading.Lock()
         self.cache_path = folder
 
     def _convert(self, net, xml: Path) -> None:
@@ -106,21 +96,7 @@ class OpenVINORestorer:
         if len(faces) == 0:
             return faces.copy()
         x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(127.5) - 1.0
-        with self._lock:
-            y = self._request.infer({0: x})[0]
+        y = self._request.infer({0: x})[0]  # one infer request: one caller at a time (the contract)
         y = np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 127.5)  # same rounding as the torch runtime
         return y.astype(np.uint8).transpose(0, 2, 3, 1).copy()
 
-
-def resolve_runtime(runtime: str, device) -> str:
-    """``auto`` -> ``openvino`` on CPU when it is installed, else ``torch``; checks the choice."""
-    if runtime not in RUNTIMES:
-        raise RestorerError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if runtime == "auto":
-        return "openvino" if device.type == "cpu" and openvino_available() else "torch"
-    if runtime == "openvino":
-        if device.type != "cpu":
-            raise RestorerError(f"the OpenVINO runtime runs on the CPU, not {device}: use --runtime torch")
-        if not openvino_available():
-            raise RestorerError("--runtime openvino: OpenVINO is not installed (pip install openvino)")
-    return runtime

@@ -24,8 +24,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..device import resolve_device
+from .accel import ACCEL_MODES
 from .formulation import make_scheduler
-from .release import ACCEL_MODES, OSDFaceRelease, ReleaseRestorer
+from .release import OSDFaceRelease, ReleaseRestorer
 from .vre_release import EmbeddingChange, ReleaseVRE, VREConfig
 
 

@@ -47,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from ..restore import load_restorer
+    from ..paths import default_model_dir
+    from .restorer import load_model_restorer
 
+    model = args.model or default_model_dir()
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        rts = {rt: load_restorer(args.model, device="cpu", runtime=rt) for rt in ("torch", "openvino")}
+        rts = {rt: load_model_restorer(model, device="cpu", runtime=rt) for rt in ("torch", "openvino")}
         batch = faces(max(int(b) for b in args.batches.split(",")), rts["torch"].face_size)
         diff = int(np.abs(rts["openvino"].restore(batch).astype(int) - rts["torch"].restore(batch)).max())
         for b in (int(b) for b in args.batches.split(",")):

@@ -55,24 +55,19 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 class FaceEnhancer:
-    """Enhance every face in RGB frames.
+    """Enhance every face in RGB frames with a loaded :class:`Restorer`.
 
-    >>> enh = FaceEnhancer()                     # shipped model, CUDA if available
+    >>> enh = FaceEnhancer(load_restorer())      # the shipped model, CUDA if available
     >>> out = enh.process(frame)                 # H x W x 3 uint8 RGB -> same size
     >>> enh.last_timings["restore"], len(enh.last_faces)
+
+    ``osdface_rtc.load_enhancer(spec)`` loads the restorer from a ``--model`` spec and builds one.
     """
 
-    def __init__(
-        self,
-        restorer: Restorer | str | None = None,
-        device: str = "auto",
-        config: EnhancerConfig | None = None,
-        **overrides: Any,
-    ):
+    def __init__(self, restorer: Restorer, config: EnhancerConfig | None = None, **overrides: Any):
         if restorer is None or isinstance(restorer, str):
-            from ..restore import load_restorer
-
-            restorer = load_restorer(restorer, device=device)
+            raise TypeError("FaceEnhancer takes a loaded Restorer: FaceEnhancer(load_restorer(spec)), "
+                            "or osdface_rtc.load_enhancer(spec)")
         self.restorer: Restorer = restorer
         cfg = config or EnhancerConfig()
         known = {f.name for f in fields(EnhancerConfig)}

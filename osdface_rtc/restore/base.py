@@ -11,8 +11,13 @@ class Restorer(Protocol):
     """Anything that restores aligned faces.
 
     ``restore`` takes ``N x S x S x 3`` uint8 RGB crops aligned to the pipeline's template at
-    ``face_size = S`` and returns the same shape and dtype. It must be safe to call from one
-    worker thread at a time (the pipeline and the live server serialise calls).
+    ``face_size = S`` and returns the same shape and dtype.
+
+    Threads: a Restorer is *not* required to be thread-safe. ``restore`` is called from one
+    thread at a time; a caller that shares one restorer between threads serialises the calls
+    itself (the live server does it in its restore worker, the restorer pool runs one batch at a
+    time). The model restorers take no locks; ``RemoteRestorer`` locks only its one HTTP
+    connection, which its ``info``/``stats`` calls share.
     """
 
     face_size: int

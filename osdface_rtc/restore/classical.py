@@ -1,9 +1,10 @@
 """Classical restorer: the baseline every learned model must beat.
 
-Non-local-means denoise (removes codec/sensor noise) -> mild bilateral to flatten blocking ->
-unsharp mask (recovers edge contrast lost to blur / downscaling). Crops are processed at
-``face_size``; when a crop came from a smaller face the pipeline has already upsampled it with
-Lanczos during alignment, so "Lanczos + denoise + unsharp" is the full classical chain.
+Two steps per crop, at ``face_size`` as aligned by the pipeline: OpenCV's colour non-local-means
+denoise (``fastNlMeansDenoisingColored``: removes codec/sensor noise), then an unsharp mask
+(the denoised crop plus ``unsharp_amount`` times its difference from a Gaussian blur of
+``unsharp_sigma``: recovers edge contrast lost to blur and downscaling). Nothing else: no
+upsampling here (crops arrive at ``face_size`` from alignment) and no deblocking filter.
 """
 from __future__ import annotations
 

@@ -26,9 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-
-class PoolBusy(RuntimeError):
-    """The pool refused a request (queue full or expired): fall back, do not retry now."""
+from ..restore.protocol import PoolBusy
 
 
 @dataclass

@@ -104,8 +104,8 @@ async def measure(name: str, urls: list[str], n: int, frames, size, fps, args, p
 def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 30) -> dict[str, float]:
     """Sequential batch-1 calls: pool round trip vs the same restorer in this process."""
     from ..device import configure_cpu
-    from ..restore import load_restorer
-    from .remote import RemoteConfig, RemoteRestorer
+    from ..restore.remote import RemoteConfig, RemoteRestorer
+    from ..restorers import load_restorer
 
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (1, face_size, face_size, 3), dtype=np.uint8)

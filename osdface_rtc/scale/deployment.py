@@ -3,7 +3,7 @@
 Each replica loads one restorer (any ``--model``: a model folder, ``classical``, ``osdface:/dir``,
 or ``py:module:factory`` for your own ``Restorer``), warms it up and serves
 
-- HTTP (through Serve's proxy, what media servers use): see :mod:`.protocol`;
+- HTTP (through Serve's proxy, what media servers use): see :mod:`osdface_rtc.restore.protocol`;
 - a handle method ``restore_bytes(body, shape, budget_ms, client)`` for callers inside the
   Ray cluster (``serve.get_app_handle(app)``).
 
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from .batcher import BatcherConfig, DeadlineBatcher, PoolBusy
-from .protocol import BUDGET, CLIENT, SHAPE, decode_crops, parse_budget
+from ..restore.protocol import BUDGET, CLIENT, SHAPE, PoolBusy, decode_crops, parse_budget
+from .batcher import BatcherConfig, DeadlineBatcher
 
 log = logging.getLogger("osdface_rtc")
 
@@ -80,7 +80,7 @@ def make_restorer(spec: str | None, device: str = "auto", torch_threads: int | N
             raise ValueError(f"expected py:module:factory, got {spec!r}")
         return getattr(importlib.import_module(mod), attr)()
     from ..device import configure_cpu  # the media server's CPU thread policy
-    from ..restore import load_restorer
+    from ..restorers import load_restorer
 
     configure_cpu(device, torch_threads)
 

@@ -36,7 +36,7 @@ class TrainData:
 
 def clean_targets(faces: np.ndarray, spec: str, device: str, batch: int = 16) -> np.ndarray:
     """IDM's extrinsic enhancement: run a trained restorer over the HQ targets."""
-    from ..restore import load_restorer
+    from ..restorers import load_restorer
 
     restorer = load_restorer(spec, device=device, face_size=faces.shape[1])
     log.info("cleaning %d targets with %s", len(faces), restorer.name)

@@ -5,7 +5,7 @@ one. ``restore(crops)`` sends the crops to the pool's Serve HTTP proxy and retur
 crops, so ``EnhanceTrack`` (budget, re-warp fallback, error counting) works unchanged: every
 failure is an exception *quickly*, which the track turns into a pass-through/re-warped frame.
 
-- Pool busy (``503``: queue full, expired, no replica): :class:`~.batcher.PoolBusy` at once.
+- Pool busy (``503``: queue full, expired, no replica): :class:`~.protocol.PoolBusy` at once.
 - Pool down (connection refused / reset / timeout): :class:`PoolUnavailable`; for the next
   ``retry_after_s`` every call fails at once without touching the network (no pile-up of
   connects while the pool is gone), then one call probes again — so calls resume by themselves
@@ -17,7 +17,8 @@ a Ray driver, and a driver fate-shares with its cluster (it terminates when it l
 so "the pool died, calls fall back and resume when it returns" would be impossible. Over HTTP
 media servers stay outside the Ray cluster (their own autoscaling, no Ray install needed at
 runtime), and a request is bytes + integers, never pickle. Callers *inside* the cluster can use
-the deployment's ``restore_bytes`` handle method instead (see :mod:`.deployment`).
+the deployment's ``restore_bytes`` handle method instead (see
+:mod:`osdface_rtc.scale.deployment`).
 """
 from __future__ import annotations
 
@@ -32,9 +33,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..restore.base import RestorerError, check_batch
-from .batcher import PoolBusy
-from .protocol import BUDGET, CLIENT, SHAPE, encode_shape
+from .base import RestorerError, check_batch
+from .protocol import BUDGET, CLIENT, SHAPE, PoolBusy, encode_shape
 
 DEFAULT_HTTP_PORT = 8000
 

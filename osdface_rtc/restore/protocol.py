@@ -11,7 +11,8 @@ Answers: ``200`` raw restored bytes (same shape); ``503`` JSON ``{"error"}`` whe
 malformed request; ``500`` when the restorer failed. ``GET /<app>/info`` gives
 ``{"face_size", "name", "replica"}``, ``GET /<app>/stats`` the replica's batching statistics.
 No pickle anywhere: a request is bytes and integers, so a pool can be exposed to media servers
-it does not trust with code.
+it does not trust with code. :class:`PoolBusy` is the pool's "503": raised by the batcher on the
+server and re-raised by :class:`~.remote.RemoteRestorer` on the client.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ SHAPE = "X-Osdface-Shape"
 BUDGET = "X-Osdface-Budget-Ms"
 CLIENT = "X-Osdface-Client"
 MAX_FACES = 64  # per request
+
+
+class PoolBusy(RuntimeError):
+    """The pool refused a request (queue full or expired): fall back, do not retry now."""
 
 
 def encode_shape(shape: tuple[int, ...]) -> str:
