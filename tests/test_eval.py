@@ -72,10 +72,10 @@ def test_graph_variants_switch():
         use_graph = True
 
     loaded = FakeCudaModel(64)
-    variants = graph_variants("some/dir", "cuda", 1, loaded)
+    variants = graph_variants(loaded)
     assert [(a, r.use_graph) for a, r in variants] == [("eager", False), ("cuda_graph", True)]
     cpu = IdentityRestorer(64)
-    assert graph_variants("identity", "cpu", 1, cpu) == [("eager", cpu)]
+    assert graph_variants(cpu) == [("eager", cpu)]
 
 
 # ------------------------------------------------------------------------------- end to end

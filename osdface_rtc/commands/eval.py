@@ -151,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 entries.append((m.label, m.restorer, m.steps, "eager"))
             else:
                 entries += [(m.label, r, m.steps, accel) for accel, r in
-                            graph_variants(cfg.model, cfg.device, m.steps, m.restorer)]
+                            graph_variants(m.restorer)]
         faces = load_faces("val", result.face_size, limit=8, data_dir=cfg.data_dir)
         speed = measure_speed(entries, faces)
         print()

@@ -50,12 +50,12 @@ def device_of(restorer: Restorer) -> str:
     return str(dev) if dev is not None else "cpu"
 
 
-def graph_variants(spec: str | None, device: str, steps: int,
-                   loaded: Restorer) -> list[tuple[str, Restorer]]:
+def graph_variants(loaded: Restorer) -> list[tuple[str, Restorer]]:
     """``(accel, restorer)`` to time for a loaded model: eager and CUDA graph where possible.
 
-    Trained model folders (``ModelRestorer``) have a per-instance ``use_graph`` switch; the
-    OSDFace release loader takes ``accel="cuda_graph"``. Off CUDA only the eager model is timed.
+    Both model restorers (trained folders and the OSDFace release) share the accelerator's
+    per-instance ``use_graph`` switch (:mod:`osdface_rtc.model.accel`). Off CUDA only the eager
+    model is timed.
     """
     if getattr(getattr(loaded, "device", None), "type", "cpu") != "cuda":
         return [("eager", loaded)]
@@ -63,9 +63,6 @@ def graph_variants(spec: str | None, device: str, steps: int,
         eager, graph = copy.copy(loaded), copy.copy(loaded)  # share the network and graph cache
         eager.use_graph, graph.use_graph = False, True
         return [("eager", eager), ("cuda_graph", graph)]
-    if str(spec).startswith("osdface:"):
-        graph = load_restorer(spec, device=device, steps=steps, accel="cuda_graph")
-        return [("eager", loaded), ("cuda_graph", graph)]
     log.info("%s has no CUDA-graph switch; timing it as loaded", loaded.name)
     return [("as loaded", loaded)]
 
@@ -105,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     restorer = load_restorer(a.model, device=a.device)
     faces = np.random.default_rng(0).integers(0, 256, (8, restorer.face_size, restorer.face_size, 3), np.uint8)
-    entries = [("model", r, 1, accel) for accel, r in graph_variants(a.model, a.device, 1, restorer)]
+    entries = [("model", r, 1, accel) for accel, r in graph_variants(restorer)]
     rows = measure_speed(entries, faces)
     for r in rows:
         print(f"{r.method} {r.device} {r.accel} batch {r.batch}: {r.ms_per_face:.2f} ms/face")
