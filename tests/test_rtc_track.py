@@ -201,3 +201,33 @@ def test_restore_worker_batches_queued_jobs():
         assert o.crops.shape == j.crops.shape and o.track_ids == j.track_ids
         np.testing.assert_array_equal(o.crops, r.restore(j.crops))
     worker.close()
+
+
+async def test_oversized_frames_are_scaled_down_before_any_work(clip480):
+    """A peer sending frames over ``max_pixels`` gets them back scaled down (aspect kept), still
+    enhanced; frames at or under the cap keep their size."""
+    big = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, axis=0), 2, axis=1)) for f in clip480[:40]]
+    src = ListSource(big, fps=15, loops=2)  # 1280x960
+    track, reports = make(src, StripeRestorer(), budget_ms=500)
+    track.config.max_pixels = 640 * 480
+    frames = await pull(track, 12)
+    track.stop()
+    assert {(f.width, f.height) for f in frames} == {(640, 480)}
+    assert track.stats.frames_downscaled >= 12
+    assert [r.outcome for r in reports].count("enhanced") >= 6, [r.outcome for r in reports]
+    assert all((r.width, r.height) == (640, 480) for r in reports)
+    # the sent frame is the scaled-down input with the face enhanced; outside the face unchanged
+    out = frames[-1].to_ndarray(format="rgb24").astype(int)
+    ref = clip480[(frames[-1].pts // 3000) % 40].astype(int)  # ListSource: pts = index * 3000
+    assert np.abs(out[:80, :80] - ref[:80, :80]).mean() < 4
+    assert np.abs(out[140:340, 220:420] - ref[140:340, 220:420]).mean() > 5
+
+
+def test_capped_size():
+    from osdface_rtc.rtc.framecap import capped_size
+
+    assert capped_size(3840, 2160, 1920 * 1080) == (1920, 1080)
+    assert capped_size(1920, 1080, 1920 * 1080) is None
+    assert capped_size(4000, 3000, None) is None and capped_size(4000, 3000, 0) is None
+    w, h = capped_size(1001, 777, 300_000)
+    assert w % 2 == h % 2 == 0 and w * h <= 300_000 and abs(w / h - 1001 / 777) < 0.01

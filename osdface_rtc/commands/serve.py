@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--budget-ms", type=float, default=UNSET,
                    help="longest wait for the restorer per frame; late frames get the last restored faces "
                    "(default: TrackConfig.budget_ms)")
+    p.add_argument("--max-frame-pixels", type=int, default=UNSET,
+                   help="larger peer frames are scaled down (aspect kept) before enhancement and sent "
+                   "back at that size; 0 = no cap (default: TrackConfig.max_pixels, 1920x1080)")
     p.add_argument("--max-sessions", type=int, default=UNSET,
                    help="more concurrent calls get HTTP 503 (default: ServerConfig.max_sessions)")
     p.add_argument("--codec", choices=("vp8", "h264"), default=UNSET, help="codec of the enhanced video (default: SessionConfig.codec)")
@@ -92,7 +95,7 @@ def server_config(args: argparse.Namespace):
         guard=replace(cfg.guard, **given(allowed_origins="allow_origin", allowed_hosts="allow_host")),
         session=replace(
             s, passthrough=args.passthrough,
-            track=replace(s.track, **given(budget_ms="budget_ms")),
+            track=replace(s.track, **given(budget_ms="budget_ms", max_pixels="max_frame_pixels")),
             enhancer=replace(s.enhancer, **given(strength="strength", detector="detector")),
             offer_limits=replace(s.offer_limits, **given(max_video_tracks="max_video_tracks")),
             **given(codec="codec", ice_servers="ice_server", media_timeout_s="peer_timeout",

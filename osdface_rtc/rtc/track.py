@@ -52,6 +52,7 @@ from ..pipeline.live import LiveConfig, LivePolicy, Outcome, Plan
 from .compare import check_position, compose_split
 from .freshness import Freshness
 from .slots import LatestSlot, RateMeter
+from .framecap import capped_size, scale_frame
 from .worker import RestoreWorker, restore_worker_for
 
 __all__ = ["EnhanceTrack", "FrameReport", "Outcome", "TrackConfig", "TrackStats"]
@@ -67,6 +68,7 @@ class TrackConfig(LiveConfig):
     #: frame-exact before/after: left of this share of the width the frame as received, right
     #: of it the same frame enhanced (see :mod:`.compare`); None = the enhanced frame only
     compare: float | None = None
+    max_pixels: int | None = 1920 * 1080  # larger frames are scaled down first (see .framecap)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class TrackStats:
     fallback_cached: int = 0  # late: last restored faces re-warped
     fallback_original: int = 0  # late, nothing fresh cached: original frame
     errors: int = 0
+    frames_downscaled: int = 0  # frames over ``TrackConfig.max_pixels``, scaled down
     faces: int = 0  # faces in the last sent frame
     last_error: str | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)  # last frame
@@ -392,10 +395,14 @@ class EnhanceTrack(MediaStreamTrack):
             self._out.put(sent)
 
     async def _plan(self, frame: VideoFrame, t_arrival: float) -> _Sent:
+        loop = asyncio.get_running_loop()
+        capped = capped_size(frame.width, frame.height, self.config.max_pixels)
+        if capped is not None:
+            frame = await loop.run_in_executor(self._executor, scale_frame, frame, *capped)
+            self.stats.frames_downscaled += 1
         size = {"width": frame.width, "height": frame.height}
         if self._policy is None or not self.config.enabled or self.enhancer.strength <= 0.0:
             return _Sent(frame, t_arrival, FrameReport(Outcome.OFF, **size))
-        loop = asyncio.get_running_loop()
         plan = await loop.run_in_executor(self._executor, self._analyze, frame, t_arrival)
         report = FrameReport(plan.outcome, faces=len(plan.faces), stages_ms=plan.stages_ms,
                              restored_faces=plan.restored_faces, age_ms=plan.age_ms, **size)
