@@ -26,7 +26,7 @@ MODELS_DIR = Path(os.environ.get("OSDFACE_RTC_MODELS", _shipped("models")))
 WEB_DIR = Path(os.environ.get("OSDFACE_RTC_WEB", _shipped("web")))
 
 #: Name of the model folder that ``load_restorer()`` loads when no path is given.
-DEFAULT_MODEL_NAME = "osdface-rtc-s128"
+DEFAULT_MODEL_NAME = "osdface-rtc-s160"
 
 #: Shared face data and clips (``../shared/data`` next to the checkout by default).
 DATA_DIR = Path(os.environ.get("OSDFACE_RTC_DATA", REPO_ROOT.parent / "shared" / "data"))

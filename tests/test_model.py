@@ -211,7 +211,7 @@ def test_shipped_model_restores_a_real_face(utk_dir):
     from osdface_rtc.data.faces import list_faces
 
     r = load_restorer(None, device="cpu", runtime="torch")
-    assert isinstance(r, ModelRestorer) and r.face_size == 128
+    assert isinstance(r, ModelRestorer) and r.face_size == 160
     s = r.face_size
     files = list_faces("val", utk_dir)[:8]
     hq = np.stack([cv2.resize(read_rgb(p), (s, s), interpolation=cv2.INTER_AREA) for p in files])

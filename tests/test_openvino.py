@@ -36,7 +36,7 @@ def test_openvino_equals_torch_within_one_lsb_and_is_cached(utk_faces):
     from osdface_rtc.data.degrade import degrade
 
     ov = load_restorer(None, device="cpu")  # auto: OpenVINO on the CPU
-    assert ov.runtime == "openvino" and ov.face_size == 128 and "openvino" in ov.name
+    assert ov.runtime == "openvino" and ov.face_size == 160 and "openvino" in ov.name
     ref = load_restorer(None, device="cpu", runtime="torch")
     assert isinstance(ref, ModelRestorer)
     s = ov.face_size

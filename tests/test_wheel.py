@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from osdface_rtc.paths import DEFAULT_MODEL_NAME
 from osdface_rtc.rtc.bench import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def test_installed_wheel_serves_page_and_names_model(installed, tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert health is not None, (tmp_path / "serve.log").read_text()[-3000:]
-        assert "osdface-rtc-s128" in health["model"], health  # the shipped model, not a fallback
+        assert DEFAULT_MODEL_NAME in health["model"], health  # the shipped model, not a fallback
         status, page = get(base + "/")
         assert status == 200 and b"osdface-rtc" in page
         status, js = get(base + "/static/app.js")

@@ -59,7 +59,7 @@ def register(sub) -> None:
     )
     p.add_argument("--model", default=None,
                    help="model folder, 'classical', 'identity' or 'osdface:/dir' "
-                        "(default: the shipped models/osdface-rtc-s128)")
+                        "(default: the shipped models/osdface-rtc-s160)")
     p.add_argument("--baseline", default="classical",
                    help="baseline restorer spec, or 'none' (default: classical)")
     p.add_argument("--limit", type=int, default=200, help="number of val faces (default 200)")

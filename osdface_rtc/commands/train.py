@@ -17,7 +17,7 @@ def register(sub) -> None:
                    help="'real' = the shipped 128px model (CPU-sized, crop-level + live-path pairs), "
                         "'gpu' = a wider net from a packed pair set (python -m osdface_rtc.train.pack), "
                         "'tiny' = seconds-long smoke run")
-    p.add_argument("--out", default="runs/osdface-rtc-s128", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--out", default="runs/osdface-rtc", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", default=None, help="face folder (default: ../shared/data/faces/utkface)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..io.clips import load_clip_yuv, parse_resolution
+from ..paths import default_model_dir
 from ..rtc.bench import fetch_metrics, machine_info, stage_means_ms
 from ..rtc.client import StampedClipTrack
 from ..rtc.latency import summarize
@@ -133,7 +134,7 @@ def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 
 async def bench_model(model: str, args, frames, size, fps, out_dir: Path, env) -> dict[str, Any]:
     rep: dict[str, Any] = {"model": model, "runs": []}
     spec = None if model == "shipped" else model
-    pool_model = spec or str(Path(__file__).resolve().parents[2] / "models" / "osdface-rtc-s128")
+    pool_model = spec or str(default_model_dir())
     port = lg.free_port()
     pool = lg.start_pool(pool_model, port, out_dir / f"pool-{model}.log",
                          extra=["--num-cpus", "2", "--max-wait-ms", str(args.max_wait_ms)], env=env)
@@ -167,7 +168,7 @@ async def hop_only(args, out_dir: Path, env) -> list[dict[str, Any]]:
     out = []
     for model in args.models:
         spec = None if model == "shipped" else model
-        pool_model = spec or str(Path(__file__).resolve().parents[2] / "models" / "osdface-rtc-s128")
+        pool_model = spec or str(default_model_dir())
         pool = lg.start_pool(pool_model, lg.free_port(), out_dir / f"hop-{model}.log",
                              extra=["--num-cpus", "2"], env=env)
         try:

@@ -33,7 +33,7 @@ REAL_MODEL: dict = dict(face_size=128, latent_channels=8, vae_channels=(16, 32, 
 class TrainConfig:
     """Everything a run depends on (saved next to the checkpoints as ``train_config.json``)."""
 
-    out: str = "runs/osdface-rtc-s128"
+    out: str = "runs/osdface-rtc"
     data: str | None = None  # face folder (default: osdface_rtc.paths.faces_dir())
     model: dict = field(default_factory=lambda: dict(REAL_MODEL))
     device: str = "auto"
