@@ -12,6 +12,7 @@ from osdface_rtc.restore import RestorerError
 from osdface_rtc.restorers import load_restorer
 from osdface_rtc.restore.protocol import PoolBusy, decode_crops
 from osdface_rtc.restore.remote import PoolUnavailable, RemoteConfig, RemoteRestorer, parse_spec
+from osdface_rtc.rtc.bench import free_port  # a closed port: nothing listens on it
 from osdface_rtc.scale.batcher import BatcherConfig, DeadlineBatcher
 
 
@@ -109,21 +110,15 @@ def test_pool_specs():
             parse_spec(bad)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once closed
-
-
 def test_missing_pool_is_a_clear_error_at_load():
     t0 = time.monotonic()
     with pytest.raises(RestorerError, match="not reachable"):
-        load_restorer(f"ray://127.0.0.1:{closed_port()}/restorer?load_timeout_s=1")
+        load_restorer(f"ray://127.0.0.1:{free_port()}/restorer?load_timeout_s=1")
     assert time.monotonic() - t0 < 5
 
 
 def test_dead_pool_fails_fast_then_probes_again():
-    r = RemoteRestorer(RemoteConfig(url=f"http://127.0.0.1:{closed_port()}/restorer", retry_after_s=0.3),
+    r = RemoteRestorer(RemoteConfig(url=f"http://127.0.0.1:{free_port()}/restorer", retry_after_s=0.3),
                        info={"face_size": 8, "name": "x"})
     t0 = time.monotonic()
     for _ in range(20):

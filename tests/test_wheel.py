@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from osdface_rtc.paths import DEFAULT_MODEL_NAME
-from osdface_rtc.rtc.bench import stop_process
+from osdface_rtc.rtc.bench import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,12 +31,6 @@ def clean_env(**extra: str) -> dict[str, str]:
            if k not in ("PYTHONPATH", "OSDFACE_RTC_MODELS", "OSDFACE_RTC_WEB", "VIRTUAL_ENV")}
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
