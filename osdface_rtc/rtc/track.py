@@ -28,8 +28,9 @@ restorer's shared :class:`~.worker.RestoreWorker`. Per stream, all on the newest
 1. A reader task drains ``source.recv()`` into a one-frame slot (:class:`~.slots.LatestSlot`),
    so aiortc's unbounded incoming queue never grows; a frame not yet picked up is replaced by a
    newer one.
-2. Stage 1 (a per-track thread) takes the newest frame: convert, then the policy's detect +
-   align + restoration (waits at most until ``arrival + budget_ms``) -> a plan.
+2. Stage 1 (a per-track thread) takes the newest frame: scale it down if over ``max_pixels``
+   (:mod:`.framecap`), convert, then the policy's detect + align + restoration (waits at most
+   until ``arrival + budget_ms``) -> a plan.
 3. Stage 2 (a second thread) pastes the plan's faces: frame N+1 is analysed while frame N is
    blended and frame N-1 encoded (one slot between stages, so nothing queues). ``recv()``
    returns the processed frame with the input's ``pts``/``time_base``.
