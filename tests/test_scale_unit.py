@@ -164,3 +164,19 @@ def test_pool_config_from_command_line_strings_and_py_factories():
     assert r.name == "identity" and r.face_size == 128
     with pytest.raises(ValueError):
         make_restorer("py:nocolon")
+    # the replica's runtime (restorer-serve --runtime): torch on request, whatever auto would pick
+    assert PoolConfig.from_dict({"runtime": "torch"}).runtime == "torch" and PoolConfig().runtime == "auto"
+    from osdface_rtc.model.restorer import ModelRestorer
+    from osdface_rtc.paths import default_model_dir
+
+    if (default_model_dir() / "config.json").is_file():
+        assert isinstance(make_restorer(None, "cpu", 1, runtime="torch"), ModelRestorer)
+
+
+def test_bench_forwards_the_runtime_to_model_folders_only():
+    from osdface_rtc.scale.bench import runtime_args
+
+    assert runtime_args("/m/osdface-rtc-s160", "torch") == ["--runtime", "torch"]
+    assert runtime_args(None, "openvino") == ["--runtime", "openvino"]  # the shipped model
+    assert runtime_args("/m/x", "auto") == []
+    assert runtime_args("classical", "openvino") == [] and runtime_args("py:m:f", "torch") == []

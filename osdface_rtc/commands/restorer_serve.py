@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="model folder, 'classical', 'osdface:/dir' or 'py:module:factory' (default: shipped model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (per replica)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads per replica (CPU default: 1)")
+    p.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                   help="model runtime per replica: auto = OpenVINO on the CPU when installed, else torch")
     p.add_argument("--app", default="restorer", help="Serve application name and HTTP route (/APP)")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--cpus-per-replica", type=float, default=1.0)
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     elif model and model.startswith("osdface:"):
         model = "osdface:" + str(Path(model[8:]).expanduser().resolve())
     pool = PoolConfig(
-        model=model, device=args.device, torch_threads=args.torch_threads, replicas=args.replicas,
+        model=model, device=args.device, runtime=args.runtime, torch_threads=args.torch_threads,
+        replicas=args.replicas,
         cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
         batcher=BatcherConfig(max_batch_faces=args.max_batch, max_wait_ms=args.max_wait_ms,
                               max_queued_faces=args.max_queued, max_age_ms=args.max_age_ms),

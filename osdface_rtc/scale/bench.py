@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.runner import BUILTIN_SPECS
 from ..io.clips import load_clip_yuv, parse_resolution
 from ..paths import default_model_dir
 from ..rtc.bench import fetch_metrics, machine_info, stage_means_ms
@@ -102,7 +103,15 @@ async def measure(name: str, urls: list[str], n: int, frames, size, fps, args, p
     return run
 
 
-def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 30) -> dict[str, float]:
+def runtime_args(spec: str | None, runtime: str) -> list[str]:
+    """``--runtime`` for a model folder (built-in and ``py:`` restorers have no runtime)."""
+    if runtime == "auto" or spec in BUILTIN_SPECS or (spec or "").startswith("py:"):
+        return []
+    return ["--runtime", runtime]
+
+
+def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 30,
+                 runtime: str = "auto") -> dict[str, float]:
     """Sequential batch-1 calls: pool round trip vs the same restorer in this process."""
     from ..device import configure_cpu
     from ..restore.remote import RemoteConfig, RemoteRestorer
@@ -112,7 +121,7 @@ def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 
     crop = rng.integers(0, 255, (1, face_size, face_size, 3), dtype=np.uint8)
     remote = RemoteRestorer(RemoteConfig(url=pool_url, budget_ms=0))  # no batching wait
     configure_cpu("cpu", None)  # as in the media server and the pool's replica: 1 torch/cv2 thread
-    local = load_restorer(model, device="cpu")
+    local = load_restorer(model, device="cpu", runtime=runtime if runtime_args(model, runtime) else "auto")
     before = lg.http_json(f"{pool_url}/stats")
     rt, lt = [], []
     for _ in range(calls + 3):  # interleaved, so both see the same background load
@@ -136,11 +145,13 @@ async def bench_model(model: str, args, frames, size, fps, out_dir: Path, env) -
     spec = None if model == "shipped" else model
     pool_model = spec or str(default_model_dir())
     port = lg.free_port()
+    rt = runtime_args(spec, args.runtime)
     pool = lg.start_pool(pool_model, port, out_dir / f"pool-{model}.log",
-                         extra=["--num-cpus", "2", "--max-wait-ms", str(args.max_wait_ms)], env=env)
+                         extra=["--num-cpus", "2", "--max-wait-ms", str(args.max_wait_ms), *rt], env=env)
     try:
         info = lg.http_json(f"{pool.url}/info")
-        rep["hop"] = await asyncio.to_thread(hop_overhead, pool.url, spec, int(info["face_size"]), args.hop_calls)
+        rep["hop"] = await asyncio.to_thread(hop_overhead, pool.url, spec, int(info["face_size"]), args.hop_calls,
+                                             args.runtime)
         log.info("hop overhead %s: %s", model, rep["hop"])
         remote = f"ray://127.0.0.1:{port}/restorer"
         media = [lg.start_media_server(remote, lg.free_port(), out_dir / f"media{i}-{model}.log",
@@ -154,7 +165,7 @@ async def bench_model(model: str, args, frames, size, fps, out_dir: Path, env) -
     finally:
         pool.stop()
     m = lg.start_media_server(spec or pool_model, lg.free_port(), out_dir / f"inproc-{model}.log",
-                              budget_ms=args.budget_ms, env=env)
+                              budget_ms=args.budget_ms, env=env, extra=rt)
     try:
         for n in args.sessions:
             rep["runs"].append(await measure("inproc", [m.url], n, frames, size, fps, args))
@@ -170,10 +181,10 @@ async def hop_only(args, out_dir: Path, env) -> list[dict[str, Any]]:
         spec = None if model == "shipped" else model
         pool_model = spec or str(default_model_dir())
         pool = lg.start_pool(pool_model, lg.free_port(), out_dir / f"hop-{model}.log",
-                             extra=["--num-cpus", "2"], env=env)
+                             extra=["--num-cpus", "2", *runtime_args(spec, args.runtime)], env=env)
         try:
             face_size = int(lg.http_json(f"{pool.url}/info")["face_size"])
-            hop = await asyncio.to_thread(hop_overhead, pool.url, spec, face_size, args.hop_calls)
+            hop = await asyncio.to_thread(hop_overhead, pool.url, spec, face_size, args.hop_calls, args.runtime)
         finally:
             pool.stop()
         log.info("hop %s: %s", model, hop)
@@ -277,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--budget-ms", type=float, default=25.0)
+    ap.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
+                    help="model runtime of the pool replicas and the in-process server (model folders only)")
     ap.add_argument("--max-wait-ms", type=float, default=4.0)
     ap.add_argument("--fps-min", type=float, default=25.0)
     ap.add_argument("--p95-max", type=float, default=50.0)

@@ -35,6 +35,7 @@ class PoolConfig:
 
     model: str | None = None  # load_restorer spec (None = shipped model) or py:module:factory
     device: str = "auto"
+    runtime: str = "auto"  # model folders: auto (OpenVINO on the CPU when installed) | torch | openvino
     torch_threads: int | None = None  # per replica (default on CPU: 1)
     replicas: int = 1
     cpus_per_replica: float = 1.0
@@ -71,9 +72,11 @@ def _coerce(cls, d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_restorer(spec: str | None, device: str = "auto", torch_threads: int | None = None) -> Any:
+def make_restorer(spec: str | None, device: str = "auto", torch_threads: int | None = None,
+                  runtime: str = "auto") -> Any:
     """``py:package.module:factory`` -> ``factory()``; anything else -> ``load_restorer(spec)``
-    with the media server's CPU policy (1 torch thread on CPU unless ``torch_threads``)."""
+    on ``runtime`` with the media server's CPU policy (1 torch thread on CPU unless
+    ``torch_threads``)."""
     if spec and spec.startswith("py:"):
         mod, _, attr = spec[3:].partition(":")
         if not mod or not attr:
@@ -84,7 +87,7 @@ def make_restorer(spec: str | None, device: str = "auto", torch_threads: int | N
 
     configure_cpu(device, torch_threads)
 
-    return load_restorer(spec, device=device)
+    return load_restorer(spec, device=device, runtime=runtime)
 
 
 class RestorerPool:
@@ -92,7 +95,8 @@ class RestorerPool:
 
     def __init__(self, config: dict[str, Any]):
         self.config = PoolConfig.from_dict(config)
-        self.restorer = make_restorer(self.config.model, self.config.device, self.config.torch_threads)
+        self.restorer = make_restorer(self.config.model, self.config.device, self.config.torch_threads,
+                                      self.config.runtime)
         self.face_size = int(self.restorer.face_size)
         self.name = str(getattr(self.restorer, "name", type(self.restorer).__name__))
         warm = np.full((1, self.face_size, self.face_size, 3), 128, np.uint8)
