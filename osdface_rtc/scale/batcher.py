@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..pipeline.live import LiveConfig
 from ..restore.protocol import PoolBusy
 
 
@@ -35,7 +36,7 @@ class BatcherConfig:
     max_wait_ms: float = 4.0  # longest wait for company after the first request of a batch
     max_queued_faces: int = 48  # more queued faces: refuse new requests at once
     max_age_ms: float = 1000.0  # a request older than this when its batch starts is expired
-    default_budget_ms: float = 25.0  # when a request carries no budget
+    default_budget_ms: float = LiveConfig().budget_ms  # when a request carries no budget (the live default)
 
 
 @dataclass

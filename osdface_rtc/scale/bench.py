@@ -30,6 +30,7 @@ import numpy as np
 from ..evaluate.runner import BUILTIN_SPECS
 from ..io.clips import load_clip_yuv, parse_resolution
 from ..paths import default_model_dir
+from ..pipeline.live import LiveConfig
 from ..rtc.bench import fetch_metrics, machine_info, stage_means_ms
 from ..rtc.client import StampedClipTrack
 from ..rtc.latency import summarize
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--budget-ms", type=float, default=25.0)
+    ap.add_argument("--budget-ms", type=float, default=LiveConfig().budget_ms)
     ap.add_argument("--runtime", choices=("auto", "torch", "openvino"), default="auto",
                     help="model runtime of the pool replicas and the in-process server (model folders only)")
     ap.add_argument("--max-wait-ms", type=float, default=4.0)

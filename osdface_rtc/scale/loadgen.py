@@ -151,12 +151,14 @@ def start_pool(model: str, port: int, log: Path, *, app: str = "restorer", extra
     return _start(cmd, f"http://127.0.0.1:{port}/{app}", "/info", log, env, timeout_s)
 
 
-def start_media_server(model: str, port: int, log: Path, *, budget_ms: float = 25.0, max_sessions: int = 8,
+def start_media_server(model: str, port: int, log: Path, *, budget_ms: float | None = None, max_sessions: int = 8,
                        extra: list[str] | None = None, env: dict[str, str] | None = None,
                        timeout_s: float = 120.0) -> Proc:
-    """``osdface-rtc serve`` on 127.0.0.1 (``model`` may be ``ray://...``); waits for /healthz."""
+    """``osdface-rtc serve`` on 127.0.0.1 (``model`` may be ``ray://...``); waits for /healthz.
+    ``budget_ms`` None: the server's default budget."""
+    budget = [] if budget_ms is None else ["--budget-ms", str(budget_ms)]
     cmd = [sys.executable, "-m", "osdface_rtc.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", model, "--budget-ms", str(budget_ms), "--ice-loopback", "only",
+           "--model", model, *budget, "--ice-loopback", "only",
            "--max-sessions", str(max_sessions), *(extra or [])]
     return _start(cmd, f"http://127.0.0.1:{port}", "/healthz", log, env, timeout_s)
 
