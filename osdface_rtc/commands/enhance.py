@@ -38,22 +38,30 @@ def add_enhancer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, default=8)
     p.add_argument("--min-face", type=int, default=32, help="ignore faces smaller than this (px)")
     p.add_argument("--detector", choices=("short", "full", "both", "auto"), default="both")
+    p.add_argument("--temporal", type=float, default=None,
+                   help="temporal filter of restored faces in videos: share of the previous frame's "
+                   "face kept where the face is still, in [0, 1); 0 = off (default: TemporalConfig.weight)")
     p.add_argument("--steps", type=int, default=1,
                    help="diffusion steps (1 = one-step; >1 = IDM iterative mode, offline only)")
 
 
 def build_enhancer(args: argparse.Namespace):
     from ..pipeline.enhancer import FaceEnhancer
+    from ..pipeline.temporal import TemporalConfig
     from ..restorers import load_restorer
 
     if not 0.0 <= args.strength <= 1.0:
         raise SystemExit("--strength must be between 0 and 1")
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
+    if args.temporal is not None and not 0.0 <= args.temporal < 1.0:
+        raise SystemExit("--temporal must be in [0, 1)")
+    temporal = TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal)
     kw = {"steps": args.steps} if args.steps != 1 else {}
     restorer = load_restorer(args.model, device=args.device, runtime=args.runtime, **kw)
     return FaceEnhancer(restorer=restorer, strength=args.strength, upscale=args.upscale,
-                        max_faces=args.max_faces, min_face=args.min_face, detector=args.detector)
+                        max_faces=args.max_faces, min_face=args.min_face, detector=args.detector,
+                        temporal=temporal)
 
 
 def run(args: argparse.Namespace) -> int:

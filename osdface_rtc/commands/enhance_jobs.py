@@ -31,6 +31,7 @@ def plan_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 def enhance_image(enhancer: FaceEnhancer, src: Path, dst: Path, max_pixels: int | None = MAX_PIXELS) -> RunStats:
     stats = RunStats()
     img = read_image(src, max_pixels)
+    enhancer.reset()  # a photo is not the next frame of the previous one
     out = enhancer.process(img)
     stats.add(enhancer.last_timings, len(enhancer.last_faces))
     stats.errors = enhancer.errors
@@ -46,6 +47,7 @@ def enhance_video(enhancer: FaceEnhancer, src: Path, dst: Path, show_progress: b
         raise ValueError(f"{src}: not a video file")
     info = probe_video(src, max_pixels)
     stats = RunStats()
+    enhancer.reset()  # new stream: no faces tracked, nothing for the temporal filter
     up = enhancer.config.upscale
     errors0 = enhancer.errors
     with atomic_output(dst) as tmp:

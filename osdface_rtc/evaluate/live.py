@@ -11,9 +11,10 @@ Two sources of clean video:
 Each clean clip is damaged as a call damages it (:mod:`osdface_rtc.data.call`: the whole frame
 downscaled, real VP8/H.264 with inter prediction at a call bitrate, upscaled back), then every
 method runs through the same :class:`~osdface_rtc.pipeline.enhancer.FaceEnhancer` path —
-detect and smooth on the damaged frame, align, restore, paste back — exactly as
+detect and smooth on the damaged frame, align, restore, stabilise, paste back — exactly as
 ``FaceEnhancer.process`` does (detection is shared between methods: it does not depend on the
-restorer). ``input`` is the damaged frame itself. Scores inside the face region against the
+restorer; each method has its own temporal filter, as a stream of its own). ``input`` is the
+damaged frame itself. Scores inside the face region against the
 clean frame: PSNR, SSIM, dlib identity distance (optional) and, for clips, the **temporal
 error** — RMS of (output change from the previous frame − clean change), i.e. flicker.
 """
@@ -29,6 +30,7 @@ import numpy as np
 from ..data.call import DEFAULT_CONDITIONS, parse_damage, damage_clip
 from ..data.scenes import SceneConfig, make_scene
 from ..pipeline.enhancer import FaceEnhancer
+from ..pipeline.temporal import CropFilter
 from ..pipeline.types import AlignedFaces
 from .metrics import psnr, ssim
 from .runner import Method
@@ -41,6 +43,7 @@ class LiveEvalConfig:
     conditions: tuple[str, ...] = DEFAULT_CONDITIONS
     limit: int = 100  # val photos (stills mode)
     scored_frames: int = 3  # stills: the last N frames of each clip are scored
+    warmup_frames: int = 3  # stills: restored before them (not scored) for the temporal filter
     max_frames: int = 150  # clips: frames read from each video
     seed: int = 0
     detector: str = "both"
@@ -87,21 +90,29 @@ def chip(frame: np.ndarray, box: tuple[int, int, int, int], size: int = 150) -> 
 
 
 def enhance_through(damaged: list[np.ndarray], methods: list[Method], enh: FaceEnhancer,
-                    scored: set[int], fps: float = 30.0) -> dict[str, dict[int, np.ndarray]]:
-    """Run every method over ``damaged`` through the pipeline; outputs at the ``scored`` frames."""
+                    scored: set[int], fps: float = 30.0, warmup: int = 0) -> dict[str, dict[int, np.ndarray]]:
+    """Run every method over ``damaged`` through the pipeline; outputs at the ``scored`` frames.
+
+    Each method has its own temporal filter (the enhancer's settings), as a stream of its own;
+    ``warmup`` frames before the first scored one are restored too (not scored), so the filter
+    holds the state it would have in a running stream."""
     enh.reset()
+    filters = {m.label: CropFilter(enh.config.temporal) for m in methods}
+    start = min(scored, default=0) - warmup
     outs: dict[str, dict[int, np.ndarray]] = {m.label: {} for m in methods}
     for k, frame in enumerate(damaged):
         faces = enh.detect(frame, k / fps)
-        if k not in scored:
+        if k < start:
             continue
         aligned = enh.align(frame, faces)
         for m in methods:
             if m.restorer is None or len(aligned) == 0:
-                outs[m.label][k] = frame
-                continue
-            restored = AlignedFaces(m.restorer.restore(aligned.crops), aligned.affines, aligned.track_ids)
-            outs[m.label][k] = enh.blend(frame, restored, original=aligned)
+                out = frame
+            else:
+                restored = AlignedFaces(m.restorer.restore(aligned.crops), aligned.affines, aligned.track_ids)
+                out = enh.blend(frame, filters[m.label].apply(aligned, restored), original=aligned)
+            if k in scored:
+                outs[m.label][k] = out
     return outs
 
 
@@ -159,7 +170,8 @@ def eval_stills(photos: list[np.ndarray], methods: list[Method], cfg: LiveEvalCo
         scorer = _Scorer(methods, identity)
         samples = result.samples.setdefault(cond, {})
         for i, clip in enumerate(scenes):
-            outs = enhance_through(damage_clip(clip.frames, damage), methods, enh, scored)
+            outs = enhance_through(damage_clip(clip.frames, damage), methods, enh, scored,
+                                   warmup=cfg.warmup_frames)
             for k in sorted(scored):
                 box = face_square(clip.face_box(k), clip.frames[k].shape[:2])
                 scorer.frame({m: o[k] for m, o in outs.items()}, clip.frames[k], clip.face_mask(k),

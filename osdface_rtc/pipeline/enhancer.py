@@ -1,9 +1,10 @@
-"""FaceEnhancer: one frame in, one frame out (detect -> smooth -> align -> restore -> blend).
+"""FaceEnhancer: one frame in, one frame out (detect -> smooth -> align -> restore -> stabilise
+-> blend).
 
-One ``FaceEnhancer`` per stream (it keeps the face tracker's state). A restorer is called from
-one thread at a time: share one between streams through its restore worker
-(:mod:`osdface_rtc.rtc.worker`, what the live server does), not by calling ``restore`` from
-several threads.
+One ``FaceEnhancer`` per stream (it keeps the face tracker's and the temporal filter's state).
+A restorer is called from one thread at a time: share one between streams through its restore
+worker (:mod:`osdface_rtc.rtc.worker`, what the live server does), not by calling ``restore``
+from several threads.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .align import align_faces, face_affine, scale_affine, warp_crop
 from .blend import BlendConfig, paste_faces
 from .detect import DetectorConfig, FaceDetector
 from .smooth import FaceTracker, SmoothConfig
+from .temporal import CropFilter, TemporalConfig
 from .types import AlignedFaces, Face
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class EnhancerConfig:
     min_confidence: float = 0.5
     smooth: SmoothConfig = field(default_factory=SmoothConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)  # weight 0 = off
 
 
 def as_rgb(frame: np.ndarray) -> np.ndarray:
@@ -86,6 +89,7 @@ class FaceEnhancer:
             )
         )
         self.tracker = FaceTracker(self.config.smooth)
+        self.temporal = CropFilter(self.config.temporal)
         self._frame_index = 0
         self.last_timings: dict[str, float] = {k: 0.0 for k in STAGES}
         self.last_faces: list[Face] = []
@@ -106,8 +110,9 @@ class FaceEnhancer:
         self.config.strength = float(np.clip(value, 0.0, 1.0))
 
     def reset(self) -> None:
-        """Forget tracked faces (call when a new stream starts)."""
+        """Forget tracked faces and the temporal filter's crops (call when a new stream starts)."""
         self.tracker.reset()
+        self.temporal.reset()
         self._frame_index = 0
 
     # -- split API (the live server budgets these separately) ------------------------------
@@ -127,6 +132,10 @@ class FaceEnhancer:
             return aligned
         crops = self.restorer.restore(aligned.crops)
         return AlignedFaces(crops=crops, affines=aligned.affines, track_ids=list(aligned.track_ids))
+
+    def stabilize(self, aligned: AlignedFaces, restored: AlignedFaces) -> AlignedFaces:
+        """Temporal filter of this stream's restorations (:mod:`.temporal`; feed them in order)."""
+        return self.temporal.apply(aligned, restored)
 
     def blend(
         self,
@@ -178,8 +187,10 @@ class FaceEnhancer:
 
     # -- one call ---------------------------------------------------------------------------
     def process(self, frame: np.ndarray, t: float | None = None) -> np.ndarray:
-        """Enhance all faces in one frame. On a restorer error the frame passes through
-        (counted in ``errors``, message in ``last_error``)."""
+        """Enhance all faces in one frame. Successive calls are frames of one stream (faces are
+        tracked and their restorations stabilised over time): call :meth:`reset` between
+        unrelated images. On a restorer error the frame passes through (counted in ``errors``,
+        message in ``last_error``)."""
         frame = as_rgb(frame)
         timings = {k: 0.0 for k in STAGES}
         t0 = time.perf_counter()
@@ -188,7 +199,7 @@ class FaceEnhancer:
         aligned = self.align(frame, faces)
         t2 = time.perf_counter()
         try:
-            restored = self.restore(aligned)
+            restored = self.stabilize(aligned, self.restore(aligned))
         except Exception as exc:  # noqa: BLE001 - keep the stream going (e.g. CUDA OOM)
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -49,6 +49,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from ..pipeline.enhancer import EnhancerConfig, FaceEnhancer
+from ..pipeline.temporal import TemporalConfig
 from .ice import rtc_configuration
 from .messages import MAX_MESSAGE_BYTES, MessageError, parse_message
 from .metrics import ServerMetrics
@@ -63,8 +64,10 @@ __all__ = ["OfferError", "Session", "SessionConfig", "live_enhancer"]
 
 def live_enhancer() -> EnhancerConfig:
     """A call's enhancer: :class:`EnhancerConfig`'s defaults with the ``auto`` detector (the
-    short-range model first, the full-range one only when it finds no face: fast on webcams)."""
-    return EnhancerConfig(detector="auto")
+    short-range model first, the full-range one only when it finds no face: fast on webcams)
+    and no temporal filter: late frames re-warp the last restoration's *change*, which must
+    not carry pixels of the older frame it was made from (the filter mixes those in)."""
+    return EnhancerConfig(detector="auto", temporal=TemporalConfig(weight=0.0))
 
 
 @dataclass
