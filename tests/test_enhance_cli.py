@@ -63,6 +63,24 @@ def test_video_upscale_and_y4m(short_clip, tmp_path):
     assert (info.width, info.height) == (1024, 960) and info.fps == Fraction(30)
 
 
+def test_temporal_filter_option(short_clip, tmp_path):
+    """--temporal 0: an identity restorer gives the input back; the default filter stabilises
+    the faces (changes them a little from frame 2 on); a weight outside [0, 1) is refused."""
+    outs = {}
+    for w, extra in (("0", []), ("0.6", []), ("pass", ["--strength", "0"])):
+        out = tmp_path / f"t{w}.y4m"
+        args = ["enhance", str(short_clip), "-o", str(out), "--model", "identity"]
+        assert main(args + (["--temporal", w] if w != "pass" else []) + extra) == 0
+        outs[w] = list(read_video(out))
+    for a, b in zip(outs["0"], outs["pass"]):  # the frames as they came (same output encoding)
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(outs["0"][0], outs["0.6"][0])  # nothing to mix with at frame 1
+    mixed = max(np.abs(a.astype(int) - b).max() for a, b in zip(outs["0"][1:], outs["0.6"][1:]))
+    assert mixed > 3, mixed  # the filter mixed earlier frames' faces in
+    with pytest.raises(SystemExit, match="temporal"):
+        main(["enhance", str(short_clip), "-o", str(tmp_path / "x.y4m"), "--temporal", "1.5"])
+
+
 def test_console_script_prints_a_summary(short_clip, tmp_path):
     out = tmp_path / "o.mp4"
     r = subprocess.run([sys.executable, "-m", "osdface_rtc.cli", "enhance", str(short_clip), "-o", str(out),

@@ -89,6 +89,9 @@ def register(sub) -> None:
                       help="comma-separated call conditions x<scale>-<vp8|h264>-<kbps>k "
                            "(default: x2-vp8-300k,x3-vp8-120k,x4-vp8-80k,x3-h264-150k)")
     live.add_argument("--max-frames", type=int, default=150, help="frames read from each clip")
+    live.add_argument("--temporal", type=float, default=None,
+                      help="weight of the pipeline's temporal filter of restored crops, in [0, 1); 0 = off "
+                      "(default: TemporalConfig.weight, as `enhance`)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -174,14 +177,19 @@ def _evaluate_live(args: argparse.Namespace) -> int:
     from ..evaluate.live_report import format_live_table, save_curves, save_live_grid, write_live_json
     from ..evaluate.runner import EvalConfig, load_methods
     from ..data.faces import list_faces
+    from ..pipeline.temporal import TemporalConfig
 
     for v in args.video:
         if not v.is_file():
             print(f"error: no such clip: {v}")
             return 2
+    if args.temporal is not None and not 0.0 <= args.temporal < 1.0:
+        print("error: --temporal must be in [0, 1)")
+        return 2
     cfg = LiveEvalConfig(conditions=args.conditions or DEFAULT_CONDITIONS, limit=args.limit,
                          max_frames=args.max_frames, seed=args.seed, grid_faces=args.grid_faces,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress,
+                         **({} if args.temporal is None else {"temporal": TemporalConfig(weight=args.temporal)}))
     methods = load_methods(EvalConfig(
         model=args.model, baseline=None if args.baseline in (None, "", "none") else args.baseline,
         device=args.device, face_size=args.face_size))

@@ -30,7 +30,7 @@ import numpy as np
 from ..data.call import DEFAULT_CONDITIONS, parse_damage, damage_clip
 from ..data.scenes import SceneConfig, make_scene
 from ..pipeline.enhancer import FaceEnhancer
-from ..pipeline.temporal import CropFilter
+from ..pipeline.temporal import CropFilter, TemporalConfig
 from ..pipeline.types import AlignedFaces
 from .metrics import psnr, ssim
 from .runner import Method
@@ -47,6 +47,7 @@ class LiveEvalConfig:
     max_frames: int = 150  # clips: frames read from each video
     seed: int = 0
     detector: str = "both"
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)  # the pipeline's filter (weight 0: off)
     identity_every: int = 10  # clips: identity on every Nth scored frame
     grid_faces: int = 4
     scene: SceneConfig = field(default_factory=SceneConfig)
@@ -160,7 +161,8 @@ def eval_stills(photos: list[np.ndarray], methods: list[Method], cfg: LiveEvalCo
     from tqdm import tqdm
 
     result = result or LiveResult()
-    enh = FaceEnhancer(next(m.restorer for m in methods if m.restorer is not None), detector=cfg.detector)
+    enh = FaceEnhancer(next(m.restorer for m in methods if m.restorer is not None), detector=cfg.detector,
+                       temporal=cfg.temporal)
     scenes = [make_scene(p, np.random.default_rng([cfg.seed, i]), cfg.scene) for i, p in enumerate(photos)]
     n = cfg.scene.frames
     scored = set(range(n - cfg.scored_frames, n))
@@ -223,7 +225,8 @@ def eval_video(path: Path, methods: list[Method], cfg: LiveEvalConfig, identity=
     if len(frames) < 2:
         raise ValueError(f"{path}: need at least 2 frames, got {len(frames)}")
     regions = clean_face_regions(frames, cfg.detector)
-    enh = FaceEnhancer(next(m.restorer for m in methods if m.restorer is not None), detector=cfg.detector)
+    enh = FaceEnhancer(next(m.restorer for m in methods if m.restorer is not None), detector=cfg.detector,
+                       temporal=cfg.temporal)
     for cond in tqdm(cfg.conditions, desc=f"live eval ({path.name})", disable=not cfg.progress):
         damage = parse_damage(cond)
         outs = enhance_through(damage_clip(frames, damage), methods, enh, set(range(len(frames))), fps)
