@@ -189,7 +189,7 @@ def _evaluate_live(args: argparse.Namespace) -> int:
     cfg = LiveEvalConfig(conditions=args.conditions or DEFAULT_CONDITIONS, limit=args.limit,
                          max_frames=args.max_frames, seed=args.seed, grid_faces=args.grid_faces,
                          progress=not args.no_progress,
-                         **({} if args.temporal is None else {"temporal": TemporalConfig(weight=args.temporal)}))
+                         temporal=TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal))
     methods = load_methods(EvalConfig(
         model=args.model, baseline=None if args.baseline in (None, "", "none") else args.baseline,
         device=args.device, face_size=args.face_size))
