@@ -113,12 +113,13 @@ async def running_server(config=None, restorer=None) -> AsyncIterator[tuple[str,
     from aiohttp import web
 
     from osdface_rtc.rtc.ice import use_loopback_candidates
+    from osdface_rtc.rtc.httpguard import handler_args
     from osdface_rtc.rtc.server import SERVER_KEY, ServerConfig, create_app
 
     use_loopback_candidates("only")
     cfg = config or ServerConfig(port=0)
     app = create_app(cfg, restorer)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **handler_args(cfg.guard))  # as run_server
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -301,6 +301,31 @@ async def test_slow_body_is_timed_out():
         assert server.metrics.value("osdface_http_rejected_total", reason="body") == 1
 
 
+async def test_slow_headers_and_idle_connections_are_closed():
+    """A client that trickles its request headers (or opens a connection and sends nothing)
+    loses the connection after header_timeout_s; a normal request on the same server works."""
+    cfg = ServerConfig(port=0, guard=HttpGuardConfig(header_timeout_s=1.0))
+    async with running_server(cfg, StripeRestorer()) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        t0 = time.monotonic()
+        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"X-Slow: 1\r\n", b"X-Slow: 2\r\n"):
+            writer.write(part)  # one header line every 0.6 s: never a complete request
+            await writer.drain()
+            await asyncio.sleep(0.6)
+            if reader.at_eof():
+                break
+        rest = await asyncio.wait_for(reader.read(), 6)  # EOF: the server closed it
+        assert rest == b"" and time.monotonic() - t0 < 4, rest
+        assert await asyncio.wait_for(idle[0].read(), 6) == b""
+        for w in (writer, idle[1]):
+            w.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+
+
 async def test_video_tracks_capped_per_call():
     cfg = ServerConfig(port=0, session=SessionConfig(connect_timeout_s=1.0))
     async with running_server(cfg, StripeRestorer()) as (base, server):

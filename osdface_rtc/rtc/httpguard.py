@@ -12,6 +12,10 @@
   ``text/plain`` fetch cannot send one without a CORS preflight, which is never granted).
 - A request body must arrive within ``body_timeout_s`` (slow-body clients lose the connection);
   its size is capped by the app (aiohttp's ``client_max_size``), answered here with 413.
+- A connection must complete a request's headers within ``header_timeout_s`` of opening (or of
+  the previous response), else it is closed: slow-header clients and idle keep-alive connections
+  hold no socket for long (:func:`handler_args`: aiohttp's keep-alive timer, which runs from the
+  connection's start and closes a connection whose request has not fully arrived).
 """
 from __future__ import annotations
 
@@ -32,6 +36,12 @@ class HttpGuardConfig:
     allowed_hosts: list[str] = field(default_factory=list)  # extra Host names accepted
     allowed_origins: list[str] = field(default_factory=list)  # extra Origins, e.g. https://app.example.org
     body_timeout_s: float = 5.0
+    header_timeout_s: float = 10.0  # request line + headers (and keep-alive idle time), seconds
+
+
+def handler_args(config: HttpGuardConfig) -> dict:
+    """Keyword arguments for ``web.run_app`` / ``web.AppRunner`` that enforce ``header_timeout_s``."""
+    return {"keepalive_timeout": config.header_timeout_s}
 
 
 def _split_host(host_header: str) -> str:

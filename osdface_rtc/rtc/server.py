@@ -18,7 +18,9 @@ The token (``--token``) is accepted as ``Authorization: Bearer <token>``, an ``X
 a ``token`` field of the offer JSON or a ``?token=`` query parameter; it is never logged.
 
 Every request first passes :mod:`.httpguard` (Host and Origin checks; ``POST /offer`` must be
-``application/json`` and arrive within ``body_timeout_s``). Request bodies are capped at
+``application/json`` and arrive within ``body_timeout_s``; request headers within
+``header_timeout_s``, applied by :func:`run_server` or ``web.AppRunner(app,
+**handler_args(config.guard))``). Request bodies are capped at
 ``max_offer_bytes`` by aiohttp (``client_max_size``). The offer JSON is parsed with a size and
 nesting cap, the SDP checked by :mod:`.offer` (one video track per call by default).
 
@@ -40,7 +42,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..paths import WEB_DIR  # the page: web/ in a checkout, osdface_rtc/web in an installed wheel
-from .httpguard import BodyError, HttpGuard, HttpGuardConfig, read_body
+from .httpguard import BodyError, HttpGuard, HttpGuardConfig, handler_args, read_body
 from .ice import host_candidate_addresses, ice_servers_json, is_loopback_host, restrict_host_candidates
 from .messages import MessageError, loads_limited
 from .metrics import CONTENT_TYPE, ServerMetrics
@@ -307,4 +309,5 @@ def run_server(config: ServerConfig, restorer: Any | None, loopback_candidates: 
     log.info("osdface-rtc serving on %s%s", url, note)
     if not ssl_context and not is_loopback_host(config.host):
         log.warning("browsers only give the page a camera on https:// or localhost; use --tls-cert/--tls-key")
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None, ssl_context=ssl_context)
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None, ssl_context=ssl_context,
+                **handler_args(config.guard))
