@@ -112,8 +112,8 @@ async def running_server(config=None, restorer=None) -> AsyncIterator[tuple[str,
     """The real aiohttp app on a free loopback port (in this process); yields (base_url, Server)."""
     from aiohttp import web
 
-    from osdface_rtc.rtc.ice import use_loopback_candidates
     from osdface_rtc.rtc.httpguard import handler_args
+    from osdface_rtc.rtc.ice import use_loopback_candidates
     from osdface_rtc.rtc.server import SERVER_KEY, ServerConfig, create_app
 
     use_loopback_candidates("only")

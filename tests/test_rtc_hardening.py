@@ -305,7 +305,7 @@ async def test_slow_headers_and_idle_connections_are_closed():
     """A client that trickles its request headers (or opens a connection and sends nothing)
     loses the connection after header_timeout_s; a normal request on the same server works."""
     cfg = ServerConfig(port=0, guard=HttpGuardConfig(header_timeout_s=1.0))
-    async with running_server(cfg, StripeRestorer()) as (base, server):
+    async with running_server(cfg, StripeRestorer()) as (base, _server):
         port = int(base.rsplit(":", 1)[1])
         idle = await asyncio.open_connection("127.0.0.1", port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -321,9 +321,8 @@ async def test_slow_headers_and_idle_connections_are_closed():
         assert await asyncio.wait_for(idle[0].read(), 6) == b""
         for w in (writer, idle[1]):
             w.close()
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/healthz") as r:
-                assert r.status == 200
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as r:
+            assert r.status == 200
 
 
 async def test_video_tracks_capped_per_call():
