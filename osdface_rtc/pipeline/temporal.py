@@ -12,8 +12,8 @@ aligner already holds eyes, nose and mouth in place:
 Where the input changed (the mouth opens, the head turns, a hand passes) ``w`` falls to 0 and
 the new crop is used as it is, so nothing smears; a new or lost face starts fresh.
 ``weight = 0`` turns the filter off. Measured with the shipped model (×3 + VP8 100 kbit/s),
-``weight 0.3, motion 4`` lowered the temporal error on two of four training clips by 3–5 % of
-the input's (the others unchanged) at −0.02…+0.00 dB face PSNR (BENCHMARKS.md §0.2).
+``weight 0.3, motion 4`` lowered the temporal error on two of four training clips by 2.7 and
+5.4 points of the input's (±0.1 on the others) at −0.02…+0.00 dB face PSNR (BENCHMARKS.md §0.2).
 
 Used by :meth:`FaceEnhancer.process` (``enhance``, ``eval``). Live calls leave it off: their
 late frames re-warp the last restoration's change, which must not carry an older frame's pixels.
