@@ -2,7 +2,7 @@
 
 Public API (stable names, other modules and users build on them):
 
-- :class:`FaceEnhancer` -- frame in, frame out (detect -> smooth -> align -> restore -> blend).
+- :class:`FaceEnhancer` -- frame in, frame out (detect -> smooth -> align -> restore -> stabilise -> blend).
 - :func:`load_restorer` -- the shipped one-step model, ``"classical"``, a model folder, or
   ``"osdface:/path"`` for the released OSDFace checkpoint.
 - :func:`load_enhancer` -- ``FaceEnhancer(load_restorer(spec, device), config, **overrides)``.

@@ -1,1 +1,1 @@
-"""Frame-in/frame-out face pipeline: detect -> smooth -> align -> restore -> blend."""
+"""Frame-in/frame-out face pipeline: detect -> smooth -> align -> restore -> stabilise (temporal) -> blend."""
