@@ -54,9 +54,10 @@ def build_enhancer(args: argparse.Namespace):
         raise SystemExit("--strength must be between 0 and 1")
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
-    if args.temporal is not None and not 0.0 <= args.temporal < 1.0:
-        raise SystemExit("--temporal must be in [0, 1)")
-    temporal = TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal)
+    try:  # TemporalConfig checks the range
+        temporal = TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal)
+    except ValueError as exc:
+        raise SystemExit(f"--temporal: {exc}") from None
     kw = {"steps": args.steps} if args.steps != 1 else {}
     restorer = load_restorer(args.model, device=args.device, runtime=args.runtime, **kw)
     return FaceEnhancer(restorer=restorer, strength=args.strength, upscale=args.upscale,

@@ -183,13 +183,14 @@ def _evaluate_live(args: argparse.Namespace) -> int:
         if not v.is_file():
             print(f"error: no such clip: {v}")
             return 2
-    if args.temporal is not None and not 0.0 <= args.temporal < 1.0:
-        print("error: --temporal must be in [0, 1)")
+    try:  # TemporalConfig checks the range
+        temporal = TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal)
+    except ValueError as exc:
+        print(f"error: --temporal: {exc}")
         return 2
     cfg = LiveEvalConfig(conditions=args.conditions or DEFAULT_CONDITIONS, limit=args.limit,
                          max_frames=args.max_frames, seed=args.seed, grid_faces=args.grid_faces,
-                         progress=not args.no_progress,
-                         temporal=TemporalConfig() if args.temporal is None else TemporalConfig(weight=args.temporal))
+                         progress=not args.no_progress, temporal=temporal)
     methods = load_methods(EvalConfig(
         model=args.model, baseline=None if args.baseline in (None, "", "none") else args.baseline,
         device=args.device, face_size=args.face_size))
