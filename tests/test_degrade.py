@@ -148,6 +148,17 @@ def test_lq_pool_and_pair_dataset(tmp_path):
     assert np.array_equal(lq0, pool[0, 0]) and np.array_equal(lq1, pool[1, 0])
     assert np.array_equal(hq0, hq[0])
 
+    # repeat: each face twice per epoch, each time another variant (and every epoch moves on)
+    twice = PairDataset(hq, pool=pool, flip=False, repeat=2)
+    assert len(twice) == 2 * len(hq)
+    for epoch in (0, 1):
+        twice.set_epoch(epoch)
+        seen = [twice[3][0], twice[len(hq) + 3][0]]
+        assert {int(np.argmax([np.array_equal(s, v) for v in pool[:, 3]])) for s in seen} == {0, 1}
+        assert np.array_equal(twice[len(hq) + 3][1], hq[3])
+    with pytest.raises(ValueError, match="repeat"):
+        PairDataset(hq, pool=pool, repeat=0)
+
     inline = PairDataset(hq, seed=1)
     a, b = inline[2], inline[2]
     assert len(inline) == 5 and np.array_equal(a[0], b[0]) and a[0].shape == (64, 64, 3)

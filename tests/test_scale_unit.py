@@ -174,9 +174,10 @@ def test_pool_config_from_command_line_strings_and_py_factories():
 
 
 def test_bench_forwards_the_runtime_to_model_folders_only():
-    from osdface_rtc.scale.bench import runtime_args
+    from osdface_rtc.scale.bench import has_runtime, runtime_args
 
     assert runtime_args("/m/osdface-rtc-s160", "torch") == ["--runtime", "torch"]
     assert runtime_args(None, "openvino") == ["--runtime", "openvino"]  # the shipped model
     assert runtime_args("/m/x", "auto") == []
     assert runtime_args("classical", "openvino") == [] and runtime_args("py:m:f", "torch") == []
+    assert has_runtime("/m/x", "torch") and not has_runtime("/m/x", "auto") and not has_runtime("identity", "torch")

@@ -26,6 +26,8 @@ class PairDataset:
     ``pool`` (``V x N x S x S x 3`` from ``build_lq_pool``): item ``i`` reads variant
     ``(i + epoch) % V``, so every epoch shows a different LQ version of each face.
     ``flip``: mirror both images horizontally with probability 0.5 (same rng).
+    ``repeat``: each face appears this many times per epoch (a larger share of a mixed set),
+    each time with a different pool variant (or a different inline degradation).
     """
 
     hq: np.ndarray
@@ -34,8 +36,11 @@ class PairDataset:
     cfg: DegradeConfig | None = None
     flip: bool = True
     epoch: int = 0
+    repeat: int = 1
 
     def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
         if self.pool is not None and self.pool.shape[1:] != self.hq.shape:
             raise ValueError(f"pool {self.pool.shape} does not match faces {self.hq.shape}")
 
@@ -43,17 +48,18 @@ class PairDataset:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.hq)
+        return len(self.hq) * self.repeat
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+    def __getitem__(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(j)])
+        r, i = divmod(int(j), len(self.hq))
         hq = self.hq[i]
         if self.pool is None:
             from .degrade import degrade  # PyAV: only for inline degradation
 
             lq = degrade(np.ascontiguousarray(hq), rng, None, self.cfg)
         else:
-            lq = self.pool[(int(i) + self.epoch) % len(self.pool), i]
+            lq = self.pool[(i + self.epoch * self.repeat + r) % len(self.pool), i]
         if self.flip and rng.random() < 0.5:
             hq, lq = hq[:, ::-1], lq[:, ::-1]
         return np.ascontiguousarray(lq), np.ascontiguousarray(hq)

@@ -104,11 +104,15 @@ async def measure(name: str, urls: list[str], n: int, frames, size, fps, args, p
     return run
 
 
+def has_runtime(spec: str | None, runtime: str) -> bool:
+    """Whether ``runtime`` is a choice to pass on: a model folder (built-in and ``py:`` restorers
+    have no runtime) and not ``"auto"``."""
+    return runtime != "auto" and spec not in BUILTIN_SPECS and not (spec or "").startswith("py:")
+
+
 def runtime_args(spec: str | None, runtime: str) -> list[str]:
-    """``--runtime`` for a model folder (built-in and ``py:`` restorers have no runtime)."""
-    if runtime == "auto" or spec in BUILTIN_SPECS or (spec or "").startswith("py:"):
-        return []
-    return ["--runtime", runtime]
+    """``--runtime`` for ``restorer-serve`` when :func:`has_runtime`, else nothing."""
+    return ["--runtime", runtime] if has_runtime(spec, runtime) else []
 
 
 def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 30,
@@ -122,7 +126,7 @@ def hop_overhead(pool_url: str, model: str | None, face_size: int, calls: int = 
     crop = rng.integers(0, 255, (1, face_size, face_size, 3), dtype=np.uint8)
     remote = RemoteRestorer(RemoteConfig(url=pool_url, budget_ms=0))  # no batching wait
     configure_cpu("cpu", None)  # as in the media server and the pool's replica: 1 torch/cv2 thread
-    local = load_restorer(model, device="cpu", runtime=runtime if runtime_args(model, runtime) else "auto")
+    local = load_restorer(model, device="cpu", runtime=runtime if has_runtime(model, runtime) else "auto")
     before = lg.http_json(f"{pool_url}/stats")
     rt, lt = [], []
     for _ in range(calls + 3):  # interleaved, so both see the same background load

@@ -44,6 +44,7 @@ class TrainConfig:
     sharp_fraction: float = 0.5  # keep the sharpest share of train faces as HQ targets
     pool_variants: int = 4  # precomputed LQ variants per face (0 = degrade inline)
     pool_workers: int = 2
+    crop_repeat: int = 1  # crop-level pairs shown this many times per epoch (their share of the mix)
     batch_size: int = 8
     steps: dict = field(default_factory=lambda: {"vae": 300, "vre": 200, "main": 100_000})
     max_minutes: float | None = None  # wall-clock cap for stage "main" (then finish and save)

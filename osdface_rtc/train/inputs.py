@@ -75,7 +75,7 @@ def build_data(cfg: TrainConfig, faces: np.ndarray, val_hq: np.ndarray) -> Train
         pool = build_lq_pool(hq, cfg.pool_variants, seed=cfg.seed, workers=cfg.pool_workers,
                              progress=cfg.progress)
     val = {lv: (degrade_level(val_hq, lv, seed=cfg.seed), val_hq) for lv in LEVELS}
-    pairs = PairDataset(hq, pool=pool, seed=cfg.seed)
+    pairs = PairDataset(hq, pool=pool, seed=cfg.seed, repeat=cfg.crop_repeat)
     if cfg.live_photos:
         from .livedata import live_train_pairs, live_val_pairs
 
