@@ -23,8 +23,9 @@ class PairDataset:
 
     ``pool=None``: each item is degraded inline with ``default_rng([seed, epoch, index])``
     (call :meth:`set_epoch` every epoch for fresh degradations; deterministic per epoch).
-    ``pool`` (``V x N x S x S x 3`` from ``build_lq_pool``): item ``i`` reads variant
-    ``(i + epoch) % V``, so every epoch shows a different LQ version of each face.
+    ``pool`` (``V x N x S x S x 3`` from ``build_lq_pool``): repeat ``r`` of face ``i`` reads
+    variant ``(i + epoch * repeat + r) % V``, so every epoch (and every repeat within it)
+    shows a different LQ version of each face.
     ``flip``: mirror both images horizontally with probability 0.5 (same rng).
     ``repeat``: each face appears this many times per epoch (a larger share of a mixed set),
     each time with a different pool variant (or a different inline degradation).
